@@ -1,0 +1,282 @@
+"""Compile one rule into a specialised Python function.
+
+A rule body becomes nested loops over hash-index lookups, with every filter, assignment, negation
+and function call placed at the first point where its inputs are bound. The function has the
+signature ``fn(D, I, DL, IL, OUT)``:
+
+- ``D``: relation name -> set of tuples (this tick's database), ``I(rel, cols)``: a cached hash
+  index of ``D[rel]`` on the given columns (key -> list of tuples);
+- ``DL``/``IL``: the same for the semi-naive delta of a recursive stratum (unused otherwise);
+- ``OUT``: where results go — a set of head tuples (plain rules), a set of body bindings (rules
+  with aggregates, finished by :mod:`hydrodeploy.runtime.aggregate`), or a list of
+  ``(destination, tuple)`` pairs (asynchronous rules).
+
+Variables are renamed ``v_<name>`` so that no program name clashes with Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hydrodeploy.language import ir
+
+RuleFn = Callable[[Any, Any, Any, Any, Any], None]
+
+
+@dataclass(frozen=True)
+class GeneratedRule:
+    source: str
+    fn: RuleFn
+    binding_vars: tuple[str, ...]  # for aggregate rules: the variables of each collected binding
+
+
+def _v(name: str) -> str:
+    return f"v_{name}"
+
+
+def expr_code(expr: ir.Expr) -> str:
+    if isinstance(expr, ir.Var):
+        return _v(expr.name)
+    if isinstance(expr, ir.Const):
+        return repr(expr.value)
+    left, right = expr_code(expr.left), expr_code(expr.right)
+    if expr.op == "/":
+        return f"_div({left}, {right})"
+    return f"({left} {expr.op} {right})"
+
+
+class _Emitter:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.prelude: list[str] = []
+        self.depth = 1
+        self.counter = 0
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"_{prefix}{self.counter}"
+
+    def line(self, text: str) -> None:
+        self.lines.append("    " * self.depth + text)
+
+    def open(self, text: str) -> None:
+        self.line(text)
+        self.depth += 1
+
+
+def _order(rule: ir.Rule, functions: dict[str, ir.FunctionDecl], first: int | None) -> list[ir.Literal]:
+    """Evaluation order: the delta atom (if any) first, then greedily the positive atom with most
+    bound columns, with every filter applied as soon as its inputs are bound."""
+    pending = list(rule.body)
+    order: list[ir.Literal] = []
+    bound: set[str] = set()
+
+    def ready(lit: ir.Literal) -> bool:
+        if isinstance(lit, ir.Compare):
+            return ir.expr_vars(lit.left) | ir.expr_vars(lit.right) <= bound
+        if isinstance(lit, ir.Assign):
+            return ir.expr_vars(lit.expr) <= bound
+        if lit.relation in functions:
+            n_in = len(functions[lit.relation].inputs)
+            return all(not isinstance(t, ir.Var) or t.name in bound for t in lit.terms[:n_in])
+        if lit.negated:
+            return all(not isinstance(t, ir.Var) or t.name in bound for t in lit.terms)
+        return False
+
+    def take(lit: ir.Literal) -> None:
+        pending.remove(lit)
+        order.append(lit)
+        if isinstance(lit, ir.Assign):
+            bound.add(lit.var.name)
+        elif isinstance(lit, ir.Atom) and not lit.negated:
+            bound.update(t.name for t in lit.terms if isinstance(t, ir.Var))
+
+    if first is not None:
+        take(rule.body[first])
+    while pending:
+        filters = [lit for lit in pending if ready(lit)]
+        if filters:
+            take(filters[0])
+            continue
+        atoms = [
+            lit
+            for lit in pending
+            if isinstance(lit, ir.Atom) and not lit.negated and lit.relation not in functions
+        ]
+        if not atoms:
+            raise ValueError(f"rule at {rule.span} cannot be ordered (unsafe variables)")
+        best = max(
+            atoms,
+            key=lambda a: sum(
+                1 for t in a.terms if isinstance(t, ir.Const) or (isinstance(t, ir.Var) and t.name in bound)
+            ),
+        )
+        take(best)
+    return order
+
+
+def _key_code(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ",)"
+
+
+def generate(
+    rule: ir.Rule,
+    name: str,
+    functions: dict[str, ir.FunctionDecl],
+    delta_position: int | None = None,
+    route: str = "plain",
+) -> tuple[str, tuple[str, ...]]:
+    """Python source of the rule's function and, for aggregate rules, the binding variables."""
+    em = _Emitter()
+    bound: set[str] = set()
+    for lit in _order(rule, functions, delta_position):
+        is_delta = delta_position is not None and lit is rule.body[delta_position]
+        _literal(em, lit, bound, functions, is_delta)
+    binding_vars: tuple[str, ...] = ()
+    head = rule.head
+    if head.aggregates:
+        binding_vars = tuple(sorted(bound))
+        em.line("OUT.add((" + "".join(_v(b) + ", " for b in binding_vars) + "))")
+    else:
+        values = "(" + "".join(expr_code(t) + ", " for t in head.terms if not isinstance(t, ir.Aggregate)) + ")"
+        if rule.kind is ir.RuleKind.ASYNC:
+            assert head.dest is not None
+            dest = _dest_code(head.dest, bound)
+            em.line(f"OUT.append(({dest}, {values}))")
+        else:
+            em.line(f"OUT.add({values})")
+    body = "\n".join(em.lines) if em.lines else "    pass"
+    prelude = "\n".join(em.prelude)
+    src = f"def {name}(D, I, DL, IL, OUT):\n{prelude}\n{body}\n" if prelude else f"def {name}(D, I, DL, IL, OUT):\n{body}\n"
+    return src, binding_vars
+
+
+def dest_expr(dest: ir.Dest, bound: set[str]) -> str:
+    return _dest_code(dest, bound)
+
+
+def _dest_code(dest: ir.Dest, bound: set[str]) -> str:
+    if dest.keys is None:
+        return _v(dest.target)
+    keys = "(" + "".join(expr_code(k) + ", " for k in dest.keys) + ")"
+    if dest.target in bound:
+        return f"_route_partition({_v(dest.target)}, {keys})"
+    return f"_route_component({dest.target!r}, {keys})"
+
+
+def _literal(
+    em: _Emitter, lit: ir.Literal, bound: set[str], functions: dict[str, ir.FunctionDecl], is_delta: bool
+) -> None:
+    if isinstance(lit, ir.Compare):
+        em.open(f"if {expr_code(lit.left)} {lit.op} {expr_code(lit.right)}:")
+        return
+    if isinstance(lit, ir.Assign):
+        if lit.var.name in bound:
+            em.open(f"if {_v(lit.var.name)} == {expr_code(lit.expr)}:")
+        else:
+            em.line(f"{_v(lit.var.name)} = {expr_code(lit.expr)}")
+            bound.add(lit.var.name)
+        return
+    if lit.relation in functions:
+        _function(em, lit, bound, functions[lit.relation])
+        return
+    if lit.negated:
+        _negation(em, lit, bound)
+        return
+    _positive(em, lit, bound, is_delta)
+
+
+def _function(em: _Emitter, lit: ir.Atom, bound: set[str], decl: ir.FunctionDecl) -> None:
+    n_in = len(decl.inputs)
+    args = ", ".join(expr_code(t) for t in lit.terms[:n_in])  # type: ignore[arg-type]
+    call = f"_f_{decl.name}({args})"
+    outs = lit.terms[n_in:]
+    if not outs:
+        em.open(f"if {call}:")
+        return
+    result = em.fresh("r")
+    em.line(f"{result} = {call}")
+    if len(outs) == 1:
+        parts = [result]
+    else:
+        parts = [f"{result}[{i}]" for i in range(len(outs))]
+    checks: list[str] = []
+    for term, part in zip(outs, parts, strict=True):
+        if isinstance(term, ir.Var) and term.name not in bound:
+            em.line(f"{_v(term.name)} = {part}")
+            bound.add(term.name)
+        elif isinstance(term, ir.Var):
+            checks.append(f"{_v(term.name)} == {part}")
+        elif isinstance(term, ir.Const):
+            checks.append(f"{term.value!r} == {part}")
+    if checks:
+        em.open(f"if {' and '.join(checks)}:")
+
+
+def _negation(em: _Emitter, lit: ir.Atom, bound: set[str]) -> None:
+    rel = repr(lit.relation)
+    if all(not isinstance(t, ir.Wildcard) for t in lit.terms):
+        values = "(" + "".join(expr_code(t) + ", " for t in lit.terms) + ")"  # type: ignore[arg-type]
+        em.open(f"if {values} not in D.get({rel}, _EMPTY):")
+        return
+    cols = [i for i, t in enumerate(lit.terms) if not isinstance(t, ir.Wildcard)]
+    if not cols:
+        em.open(f"if not D.get({rel}):")
+        return
+    index = em.fresh("n")
+    em.prelude.append(f"    {index} = I({rel}, {tuple(cols)!r})")
+    key = _key_code([expr_code(lit.terms[c]) for c in cols])  # type: ignore[arg-type]
+    em.open(f"if {key} not in {index}:")
+
+
+def _positive(em: _Emitter, lit: ir.Atom, bound: set[str], is_delta: bool) -> None:
+    rel = repr(lit.relation)
+    source, indexer = ("DL", "IL") if is_delta else ("D", "I")
+    key_cols = [
+        i for i, t in enumerate(lit.terms) if isinstance(t, ir.Const) or (isinstance(t, ir.Var) and t.name in bound)
+    ]
+    row = em.fresh("t")
+    new_vars: dict[str, int] = {}
+    repeats: list[tuple[int, int]] = []
+    for i, t in enumerate(lit.terms):
+        if isinstance(t, ir.Var) and t.name not in bound:
+            if t.name in new_vars:
+                repeats.append((new_vars[t.name], i))
+            else:
+                new_vars[t.name] = i
+    simple_scan = not key_cols and not repeats and all(isinstance(t, ir.Var) for t in lit.terms)
+    if simple_scan:
+        targets = ", ".join(_v(t.name) for t in lit.terms)  # type: ignore[union-attr]
+        if len(lit.terms) == 1:
+            targets += ","
+        if not lit.terms:
+            em.open(f"if () in {source}.get({rel}, _EMPTY):")
+        else:
+            em.open(f"for {targets} in {source}.get({rel}, _EMPTY):")
+    elif len(key_cols) == len(lit.terms):
+        values = "(" + "".join(expr_code(t) + ", " for t in lit.terms) + ")"  # type: ignore[arg-type]
+        em.open(f"if {values} in {source}.get({rel}, _EMPTY):")
+    elif key_cols:
+        lookup = em.fresh("i")
+        em.prelude.append(f"    {lookup} = {indexer}({rel}, {tuple(key_cols)!r})")
+        key = _key_code([expr_code(lit.terms[c]) for c in key_cols])  # type: ignore[arg-type]
+        em.open(f"for {row} in {lookup}.get({key}, _EMPTY):")
+    else:
+        em.open(f"for {row} in {source}.get({rel}, _EMPTY):")
+    if simple_scan or len(key_cols) == len(lit.terms):
+        bound.update(new_vars)
+        return
+    for name, col in new_vars.items():
+        em.line(f"{_v(name)} = {row}[{col}]")
+    bound.update(new_vars)
+    if repeats:
+        em.open("if " + " and ".join(f"{row}[{a}] == {row}[{b}]" for a, b in repeats) + ":")
+
+
+def compile_source(source: str, name: str, namespace: dict[str, Any]) -> RuleFn:
+    code = compile(source, f"<rule {name}>", "exec")
+    exec(code, namespace)
+    fn: RuleFn = namespace[name]
+    return fn
