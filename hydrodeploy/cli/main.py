@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from hydrodeploy import __version__
 from hydrodeploy.cli import check as check_cmd
 from hydrodeploy.cli import simulate as simulate_cmd
-from hydrodeploy.errors import HydrodeployError
+from hydrodeploy.errors import HydrodeployError, LocatedError
 
 VERBS = (check_cmd, simulate_cmd)
 
@@ -36,8 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
+    except LocatedError as err:
+        print(err.render(), file=sys.stderr)
+        return 2
     except HydrodeployError as err:
-        print(str(err), file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
