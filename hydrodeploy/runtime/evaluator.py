@@ -35,7 +35,8 @@ class TickResult:
     outbox: list[Message]
     log: list[tuple[str, Fact]]  # facts to append durably before the next tick
     changed: bool  # the carried facts differ: the node must tick again
-    db: dict[str, set[Fact]]  # every fact of the tick, for inspection
+    db: dict[str, set[Fact]]  # every fact of the tick, for inspection (a persisted relation also
+    # shows the facts its :+ rules carry into the next tick)
 
 
 @dataclass
@@ -103,21 +104,19 @@ class NodeEvaluator:
 
     def tick(self, state: NodeState, inbox: Iterable[tuple[str, Fact]], timers: Iterable[str] = ()) -> TickResult:
         plan = self.plan
-        db: dict[str, set[Fact]] = {}
+        db: dict[str, set[Fact]] = dict(self.static)  # type: ignore[arg-type]  # read-only until owned
         owned: set[str] = set()
 
         def mutable(rel: str) -> set[Fact]:
+            if rel in owned:
+                return db[rel]
             current = db.get(rel)
-            if rel in owned and current is not None:
-                return current
             fresh: set[Fact] = set() if current is None else set(current)
             db[rel] = fresh
             owned.add(rel)
             return fresh
 
         before_sizes = {rel: len(facts) for rel, facts in state.carried.items()}
-        for rel, facts in self.static.items():
-            db[rel] = facts  # type: ignore[assignment]  # read-only unless made mutable
         for rel, facts in state.carried.items():
             if rel in db:
                 mutable(rel).update(facts)
@@ -144,18 +143,23 @@ class NodeEvaluator:
         for rule in plan.next_rules:
             out: set[Fact] = set()
             self._run_into(rule, db, indexes, out)
-            carried.setdefault(rule.head, set()).update(out)
+            if out:
+                carried.setdefault(rule.head, set()).update(out)
         for rel in plan.logged:
             new = carried.get(rel)
             if new:
                 visible = db.get(rel, ())
                 log.extend((rel, f) for f in new if f not in visible)
         for rel in plan.persisted:
-            facts = db.get(rel)
-            if facts:
-                if rel in carried:
-                    carried[rel].update(facts)
-                else:
+            plus = carried.get(rel)
+            if plus:
+                # extend in place: copying a growing persisted relation every tick is quadratic
+                facts = mutable(rel)
+                facts |= plus
+                carried[rel] = facts
+            else:
+                facts = db.get(rel)
+                if facts:
                     carried[rel] = facts if rel in owned else set(facts)
 
         outbox: list[Message] = []
@@ -197,7 +201,10 @@ class NodeEvaluator:
         except Exception as exc:  # a Python function or an operator failed on this data
             raise RuntimeFault(f"{rule.describe()} failed: {type(exc).__name__}: {exc}") from exc
 
-    def _run_into(self, rule: CompiledRule, db: Any, indexes: Any, target: set[Fact]) -> None:
+    def _run_into(self, rule: CompiledRule, db: dict[str, set[Fact]], indexes: Any, target: set[Fact]) -> None:
+        for rel in rule.requires:
+            if not db.get(rel):
+                return  # a positive atom has no facts: the body cannot match
         counters = self.counters[rule.number]
         start = time.perf_counter_ns() if self.profile else 0
         before = len(target)
@@ -212,7 +219,10 @@ class NodeEvaluator:
         if self.profile:
             counters.ns += time.perf_counter_ns() - start
 
-    def _run_async(self, rule: CompiledRule, db: Any, indexes: Any, out: list[tuple[Any, Fact]]) -> None:
+    def _run_async(self, rule: CompiledRule, db: dict[str, set[Fact]], indexes: Any, out: list[tuple[Any, Fact]]) -> None:
+        for rel in rule.requires:
+            if not db.get(rel):
+                return
         counters = self.counters[rule.number]
         start = time.perf_counter_ns() if self.profile else 0
         if rule.aggregate is None:

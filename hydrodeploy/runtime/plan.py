@@ -20,16 +20,24 @@ from hydrodeploy.runtime.functions import resolve_functions
 from hydrodeploy.runtime.values import divide
 
 
-@dataclass
+@dataclass(eq=False)
 class CompiledRule:
     """One rule: its generated function(s) and how its results are finished."""
 
     number: int  # position in the component's block, for counters and reports
     rule: ir.Rule
+    rule_functions: tuple[ir.FunctionDecl, ...]
     fn: RuleFn
     delta_fns: tuple[RuleFn, ...]  # semi-naive variants (recursive rules only)
     aggregate: AggregateHead | None
     source: str
+    requires: tuple[str, ...] = ()  # relations that must be non-empty for the body to match
+
+    def __post_init__(self) -> None:
+        functions = {f.name for f in self.rule_functions}
+        self.requires = tuple(
+            dict.fromkeys(a.relation for a in self.rule.positive_atoms() if a.relation not in functions)
+        )
 
     @property
     def head(self) -> str:
@@ -109,7 +117,8 @@ def _compile_rule(
             delta_fns.append(compile_source(dsource, dname, namespace))
             sources.append(dsource)
     aggregate = AggregateHead(rule.head, binding_vars, namespace) if rule.head.aggregates else None
-    return CompiledRule(number, rule, fn, tuple(delta_fns), aggregate, "\n".join(sources))
+    used = tuple(functions[a.relation] for a in rule.atoms() if a.relation in functions)
+    return CompiledRule(number, rule, used, fn, tuple(delta_fns), aggregate, "\n".join(sources))
 
 
 def compile_component(program: ir.Program, component: str, namespace: dict[str, Any] | None = None) -> ComponentPlan:
