@@ -1,0 +1,1 @@
+"""Benchmarks of hydrodeploy itself; each module prints its numbers (see README, Benchmarks)."""
