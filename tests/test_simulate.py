@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import subprocess
 import sys
@@ -112,7 +113,7 @@ def test_history_does_not_depend_on_the_process_hash_seed(tmp_path: Path) -> Non
 def test_messages_are_reordered_by_random_delays() -> None:
     _, result = simulate(QUORUM, seed=3)
     by_send = sorted((m for m in result.messages if m.deliver_ms is not None), key=lambda m: m.send_ms)
-    overtaken = sum(1 for x, y in zip(by_send, by_send[1:], strict=False) if y.deliver_ms < x.deliver_ms)  # type: ignore[operator]
+    overtaken = sum(1 for x, y in itertools.pairwise(by_send) if y.deliver_ms < x.deliver_ms)  # type: ignore[operator]
     assert overtaken > 0
 
 

@@ -24,7 +24,7 @@ class AggregateHead:
         self.positions = {name: i for i, name in enumerate(binding_vars)}
         args = "".join(f"v_{name}, " for name in binding_vars)
         self.group_terms = [t for t in head.terms if not isinstance(t, ir.Aggregate)]
-        group = "(" + "".join(expr_code(t) + ", " for t in self.group_terms) + ")"  # type: ignore[arg-type]
+        group = "(" + "".join(expr_code(t) + ", " for t in self.group_terms) + ")"
         # An async head's destination is part of the group: each destination gets its own groups.
         dest = dest_expr(head.dest, set(binding_vars)) if head.dest is not None else "None"
         unpack = f"    ({args}) = _b\n" if binding_vars else ""

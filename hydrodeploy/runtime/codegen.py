@@ -198,10 +198,7 @@ def _function(em: _Emitter, lit: ir.Atom, bound: set[str], decl: ir.FunctionDecl
         return
     result = em.fresh("r")
     em.line(f"{result} = {call}")
-    if len(outs) == 1:
-        parts = [result]
-    else:
-        parts = [f"{result}[{i}]" for i in range(len(outs))]
+    parts = [result] if len(outs) == 1 else [f"{result}[{i}]" for i in range(len(outs))]
     checks: list[str] = []
     for term, part in zip(outs, parts, strict=True):
         if isinstance(term, ir.Var) and term.name not in bound:

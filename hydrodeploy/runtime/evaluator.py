@@ -158,9 +158,9 @@ class NodeEvaluator:
                 facts |= plus
                 carried[rel] = facts
             else:
-                facts = db.get(rel)
-                if facts:
-                    carried[rel] = facts if rel in owned else set(facts)
+                current = db.get(rel)
+                if current:
+                    carried[rel] = current if rel in owned else set(current)
 
         outbox: list[Message] = []
         for rule in plan.async_rules:
