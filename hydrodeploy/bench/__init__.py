@@ -1,0 +1,2 @@
+"""Benchmarking: closed-loop client processes, HdrHistogram latencies, windows, sweeps and
+saturation detection."""

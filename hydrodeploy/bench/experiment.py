@@ -1,0 +1,213 @@
+"""Deploy a program once with its benchmark client processes, then measure points and sweeps.
+
+:class:`Bench` is a running deployment of one program plus client processes;
+:meth:`Bench.point` measures one client count (warm-up, measurement, cool-down) and returns a
+:class:`~hydrodeploy.bench.measure.Point`; :func:`sweep` walks the client counts until the
+throughput plateaus or the SLO breaks. The library never prints: progress goes to an
+:class:`Observer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydrodeploy.bench.client import ClientSpec, LoadParams
+from hydrodeploy.bench.measure import Plateau, Point, node_usage, summarize
+from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
+from hydrodeploy.deploy import Cluster, Deployment, Member, python_module
+from hydrodeploy.language import ir, load_program
+from hydrodeploy.runtime.node import NodeSpec
+from hydrodeploy.runtime.topology import Topology
+from hydrodeploy.simulate.clients import ClientProtocol
+
+START_DELAY_S = 0.3  # between sending a load and its start: every client process gets it first
+
+
+class Observer:
+    """Progress of an experiment; the CLI renders it. Every method is optional."""
+
+    def status(self, text: str) -> None:
+        pass
+
+    def warning(self, text: str) -> None:
+        pass
+
+    def point_started(self, index: int, clients: int, repeat: int, seconds: float) -> None:
+        pass
+
+    def point_done(self, point: Point) -> None:
+        pass
+
+
+@dataclass
+class SweepResult:
+    points: list[Point] = field(default_factory=list)
+    stopped: str = ""  # why the sweep ended
+
+    def best(self) -> Point | None:
+        return max(self.points, key=lambda p: p.throughput, default=None)
+
+
+def _node_config(spec: NodeSpec) -> dict[str, Any]:
+    return {
+        "address": spec.address,
+        "component": spec.component,
+        "index": spec.index,
+        "program": spec.program,
+        "instances": spec.instances,
+        "partitions": spec.partitions,
+        "durable_log": spec.durable_log,
+        "profile": spec.profile,
+        "engine": spec.engine,
+    }
+
+
+class Bench:
+    """A deployed program with ``client_processes`` benchmark client processes."""
+
+    def __init__(
+        self,
+        program_path: str | Path,
+        cluster: Cluster,
+        log_dir: Path,
+        client_processes: int = 2,
+        durable_dir: Path | None = None,
+        engine: str | None = None,
+        topology: Topology | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.program_path = str(Path(program_path).resolve())
+        self.program: ir.Program = load_program(self.program_path)
+        ClientProtocol.of(self.program)  # fail before deploying when clients cannot drive it
+        self.topology = topology or Topology.of(self.program)
+        self.cluster = cluster
+        self.log_dir = log_dir
+        self.durable_dir = durable_dir or log_dir
+        self.client_processes = client_processes
+        self.durable_dir.mkdir(parents=True, exist_ok=True)
+        instances = {c: list(a) for c, a in self.topology.instances.items()}
+        partitions = {a: list(p) for a, p in self.topology.partitions.items()}
+        members: list[Member] = []
+        for component, address, index in self.topology.addresses():
+            durable = str(self.durable_dir / f"{address.replace('/', '-')}.jsonl") if self.program.logs else None
+            spec = NodeSpec(
+                address=address,
+                component=component,
+                index=index,
+                program=self.program_path,
+                instances=instances,
+                secret="",
+                control=("", 0),
+                durable_log=durable,
+                partitions=partitions,
+                engine=engine,
+            )
+            members.append(Member(address, "node", python_module("hydrodeploy.runtime.node"), _node_config(spec)))
+        for p in range(client_processes):
+            cspec = ClientSpec(f"clients/{p}", p, client_processes, self.program_path, instances, "", ("", 0), seed=seed)
+            members.append(Member(cspec.name, "clients", python_module("hydrodeploy.bench.client"), cspec.to_config()))
+        self.deployment = Deployment(cluster, members, log_dir)
+
+    @property
+    def machines(self) -> int:
+        return len(self.deployment.nodes())
+
+    async def start(self) -> None:
+        await self.deployment.start()
+
+    async def point(
+        self,
+        index: int,
+        clients: int,
+        windows: WindowsSpec,
+        settings: ClientsSpec,
+        repeat: int = 0,
+        record: bool = False,
+    ) -> tuple[Point, list[dict[str, Any]]]:
+        """Measure ``clients`` closed-loop clients; the point and every client process's raw
+        result (with every request and reply when ``record``)."""
+        dep = self.deployment
+        names = dep.client_processes()
+        start_at = time.time() + START_DELAY_S
+        loads = []
+        for p, name in enumerate(names):
+            mine = tuple(n for n in range(clients) if n % len(names) == p)
+            params = LoadParams(
+                point=index,
+                clients=mine,
+                start_at=start_at,
+                warmup=windows.warmup_s,
+                measure=windows.measure_s,
+                cooldown=windows.cooldown_s,
+                bin_s=windows.bin_s,
+                payload_bytes=settings.payload_bytes,
+                keys=settings.keys,
+                timeout_ms=settings.timeout_ms,
+                record=record,
+            )
+            loads.append((name, {"t": "load", **asdict(params)}))
+        busy = [(name, msg) for name, msg in loads if msg["clients"]]
+        results = asyncio.ensure_future(self._loads(busy))
+        try:
+            loop = asyncio.get_running_loop()
+            mono_start = loop.time() + (start_at - time.time())
+            await dep.guard(asyncio.sleep(max(0.0, mono_start + windows.warmup_s - loop.time())))
+            before, throttle_before = await dep.metrics(), dep.limit_stats()
+            await dep.guard(asyncio.sleep(max(0.0, mono_start + windows.warmup_s + windows.measure_s - loop.time())))
+            after, throttle_after = await dep.metrics(), dep.limit_stats()
+            raw = await dep.guard(results)
+        finally:
+            if not results.done():
+                results.cancel()
+        quotas = {n: dep.peers[n].host.cpus for n in dep.nodes()}
+        usage = node_usage(before, after, quotas, throttle_before, throttle_after)
+        return summarize(index, clients, repeat, raw, usage), raw
+
+    async def _loads(self, loads: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        dep = self.deployment
+        replies = await asyncio.gather(*(dep.request(name, msg, "result") for name, msg in loads))
+        return list(replies)
+
+    async def stop(self) -> dict[str, dict[str, Any]]:
+        """Stop gracefully; the nodes' final counters."""
+        return await self.deployment.stop()
+
+    def close(self) -> None:
+        self.deployment.close()
+
+
+async def sweep(
+    bench: Bench,
+    windows: WindowsSpec,
+    counts: Sequence[int],
+    repeats: int,
+    settings: ClientsSpec,
+    plateau: Plateau,
+    observer: Observer,
+) -> SweepResult:
+    """Measure each client count ``repeats`` times until the throughput plateaus or the SLO
+    breaks; the decision uses the mean over the repeats."""
+    result = SweepResult()
+    index = 0
+    for clients in counts:
+        group: list[Point] = []
+        for repeat in range(repeats):
+            observer.point_started(index, clients, repeat, windows.total_s + START_DELAY_S)
+            point, _ = await bench.point(index, clients, windows, settings, repeat)
+            observer.point_done(point)
+            result.points.append(point)
+            group.append(point)
+            index += 1
+        throughput = sum(p.throughput for p in group) / len(group)
+        p99 = max(p.p99_ms for p in group)
+        reason = plateau.update(throughput, p99)
+        if reason is not None:
+            result.stopped = reason
+            return result
+    result.stopped = "every client count measured"
+    return result

@@ -1,0 +1,243 @@
+"""From what the client processes and nodes reported to one measured point.
+
+Throughput is the requests completed in the measurement window (summed over client processes)
+per second; the per-bin series gives its coefficient of variation. Latencies are the client
+processes' HdrHistograms merged. A point is *unstable* when the per-bin throughput varies by more
+than :data:`UNSTABLE_CV`; it is *client-bound* when a client process used more than
+:data:`CLIENT_CPU_SATURATED` of a core, or when Little's law N = X * R is off by more than
+:data:`LITTLE_TOLERANCE` (the clients did not keep N requests outstanding). Node counters are
+differenced between the start and the end of the window.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from hydrodeploy.bench.client import new_histogram
+
+UNSTABLE_CV = 0.15
+CLIENT_CPU_SATURATED = 0.9
+LITTLE_TOLERANCE = 0.2
+
+
+@dataclass(frozen=True)
+class NodeUsage:
+    """One node over the measurement window."""
+
+    address: str
+    cpu: float  # cores used (process CPU seconds per second)
+    quota: float | None  # cores allowed, None when unthrottled
+    ticks_per_s: float
+    facts_in_per_s: float
+    msgs_out_per_s: float
+    bytes_out_per_s: float
+    throttled_s: float
+    top_rules: list[tuple[int, str, float, int]]  # (number, head, CPU share of the node's rule time, firings)
+
+    @property
+    def saturation(self) -> float:
+        """CPU against the quota (or against one core when unthrottled)."""
+        return self.cpu / (self.quota or 1.0)
+
+
+@dataclass(frozen=True)
+class Point:
+    index: int
+    clients: int
+    repeat: int
+    throughput: float  # requests per second over the window
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    mean_ms: float
+    completed: int
+    sent: int
+    retries: int
+    duplicates: int
+    unmatched: int
+    series: list[float]  # throughput per bin (requests/s)
+    bin_s: float
+    cv: float
+    client_cpu: float  # the busiest client process, cores
+    little_ratio: float  # N / (X * R); 1 when the closed loop is tight
+    unstable: bool
+    client_bound: bool
+    nodes: list[NodeUsage] = field(default_factory=list)
+    histogram: bytes = b""
+
+    @property
+    def bottleneck(self) -> NodeUsage | None:
+        return max(self.nodes, key=lambda n: n.saturation, default=None)
+
+    def row(self) -> dict[str, Any]:
+        """The results.csv row."""
+        neck = self.bottleneck
+        return {
+            "point": self.index,
+            "clients": self.clients,
+            "repeat": self.repeat,
+            "throughput": round(self.throughput, 1),
+            "p50_ms": round(self.p50_ms, 3),
+            "p90_ms": round(self.p90_ms, 3),
+            "p99_ms": round(self.p99_ms, 3),
+            "p999_ms": round(self.p999_ms, 3),
+            "mean_ms": round(self.mean_ms, 3),
+            "completed": self.completed,
+            "sent": self.sent,
+            "retries": self.retries,
+            "duplicates": self.duplicates,
+            "cv": round(self.cv, 4),
+            "client_cpu": round(self.client_cpu, 3),
+            "little_ratio": round(self.little_ratio, 3),
+            "unstable": int(self.unstable),
+            "client_bound": int(self.client_bound),
+            "bottleneck": neck.address if neck else "",
+            "bottleneck_cpu": round(neck.cpu, 3) if neck else "",
+        }
+
+
+CSV_COLUMNS = (
+    "point", "clients", "repeat", "throughput", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "mean_ms",
+    "completed", "sent", "retries", "duplicates", "cv", "client_cpu", "little_ratio", "unstable",
+    "client_bound", "bottleneck", "bottleneck_cpu",
+)
+
+
+def merge_histograms(encoded: Sequence[bytes]) -> HdrHistogram:
+    merged = new_histogram()
+    for blob in encoded:
+        if blob:
+            merged.add(HdrHistogram.decode(blob))
+    return merged
+
+
+def _ms(hist: HdrHistogram, q: float) -> float:
+    return float(hist.get_value_at_percentile(q)) / 1000.0 if hist.get_total_count() else math.nan
+
+
+def node_usage(
+    before: Mapping[str, Mapping[str, Any]],
+    after: Mapping[str, Mapping[str, Any]],
+    quotas: Mapping[str, float | None],
+    throttle_before: Mapping[str, Mapping[str, float]],
+    throttle_after: Mapping[str, Mapping[str, float]],
+) -> list[NodeUsage]:
+    out: list[NodeUsage] = []
+    for address, end in after.items():
+        start = before.get(address)
+        if start is None:
+            continue
+        wall = max(1e-9, end["wall"] - start["wall"])
+        sent_before = {(r, d): (m, b) for r, d, m, b in start["channels"]["sent"]}
+        msgs = bytes_ = 0
+        for rel, dest, m, b in end["channels"]["sent"]:
+            m0, b0 = sent_before.get((rel, dest), (0, 0))
+            msgs += m - m0
+            bytes_ += b - b0
+        rules_before = {r[0]: r for r in start["rules"]}
+        spent = []
+        for number, head, _kind, calls, _facts, ns in end["rules"]:
+            r0 = rules_before.get(number)
+            spent.append((number, head, ns - (r0[5] if r0 else 0), calls - (r0[3] if r0 else 0)))
+        total_ns = sum(s[2] for s in spent) or 1
+        top = sorted(spent, key=lambda s: -s[2])[:5]
+        throttled = throttle_after.get(address, {}).get("throttled_s", 0.0) - throttle_before.get(address, {}).get(
+            "throttled_s", 0.0
+        )
+        out.append(
+            NodeUsage(
+                address=address,
+                cpu=(end["cpu"] - start["cpu"]) / wall,
+                quota=quotas.get(address),
+                ticks_per_s=(end["ticks"] - start["ticks"]) / wall,
+                facts_in_per_s=(end["facts_in"] - start["facts_in"]) / wall,
+                msgs_out_per_s=msgs / wall,
+                bytes_out_per_s=bytes_ / wall,
+                throttled_s=throttled,
+                top_rules=[(n, h, ns / total_ns, calls) for n, h, ns, calls in top],
+            )
+        )
+    return out
+
+
+def summarize(
+    index: int,
+    clients: int,
+    repeat: int,
+    results: Sequence[Mapping[str, Any]],
+    nodes: list[NodeUsage],
+) -> Point:
+    """One point from the client processes' ``result`` messages and the nodes' usage."""
+    measure = float(results[0]["measure"])
+    n_bins = max(len(r["bins"]) for r in results)
+    bins = [0] * n_bins
+    for r in results:
+        for i, count in enumerate(r["bins"]):
+            bins[i] += count
+    bin_s = measure / n_bins
+    series = [b / bin_s for b in bins]
+    measured = sum(int(r["completed_measured"]) for r in results)
+    throughput = measured / measure
+    hist = merge_histograms([r["histogram"] for r in results])
+    mean_ms = sum(int(r["latency_sum_us"]) for r in results) / measured / 1000.0 if measured else math.nan
+    cv = statistics.pstdev(series) / statistics.fmean(series) if len(series) > 1 and any(series) else 0.0
+    client_cpu = max(float(r["cpu"]) / measure for r in results)
+    little = clients / (throughput * mean_ms / 1000.0) if measured else math.inf
+    unstable = cv > UNSTABLE_CV or measured == 0
+    client_bound = client_cpu > CLIENT_CPU_SATURATED or abs(little - 1.0) > LITTLE_TOLERANCE
+    return Point(
+        index=index,
+        clients=clients,
+        repeat=repeat,
+        throughput=throughput,
+        p50_ms=_ms(hist, 50),
+        p90_ms=_ms(hist, 90),
+        p99_ms=_ms(hist, 99),
+        p999_ms=_ms(hist, 99.9),
+        mean_ms=mean_ms,
+        completed=measured,
+        sent=sum(int(r["sent"]) for r in results),
+        retries=sum(int(r["retries"]) for r in results),
+        duplicates=sum(int(r["duplicates"]) for r in results),
+        unmatched=sum(int(r["unmatched"]) for r in results),
+        series=series,
+        bin_s=bin_s,
+        cv=cv,
+        client_cpu=client_cpu,
+        little_ratio=little,
+        unstable=unstable,
+        client_bound=client_bound,
+        nodes=nodes,
+        histogram=hist.encode(),
+    )
+
+
+class Plateau:
+    """Decides when a sweep stops: after ``steps`` consecutive client counts that each improve
+    the best throughput so far by less than ``gain``, or once p99 exceeds the SLO."""
+
+    def __init__(self, gain: float, steps: int, slo_p99_ms: float | None) -> None:
+        self.gain = gain
+        self.steps = steps
+        self.slo = slo_p99_ms
+        self.best = 0.0
+        self.stalled = 0
+
+    def update(self, throughput: float, p99_ms: float) -> str | None:
+        if self.slo is not None and p99_ms > self.slo:
+            return f"p99 {p99_ms:.2f} ms exceeds the SLO of {self.slo:g} ms"
+        if throughput > self.best * (1 + self.gain):
+            self.stalled = 0
+        else:
+            self.stalled += 1
+        self.best = max(self.best, throughput)
+        if self.stalled >= self.steps:
+            return f"throughput plateaued ({self.steps} steps under {self.gain:.0%} gain)"
+        return None

@@ -1,0 +1,388 @@
+"""The node process: one component instance with the compiled evaluator, on the network.
+
+Started as ``python -m hydrodeploy.runtime.node`` with a JSON :class:`NodeSpec` on stdin (the
+deployment secret travels there, never on the command line). The process
+
+1. compiles its component, listens for DATA frames, connects to the orchestrator's control port
+   and says ``hello`` with its endpoint;
+2. on ``start`` (which carries the :class:`~hydrodeploy.runtime.transport.Directory`) starts its
+   timers and ticks: whenever facts are pending, a timer fired or the carried state changed, it
+   evaluates one tick over everything that arrived since the previous one, appends the tick's
+   ``.log`` facts to its durable log with one write and one fsync, and sends the tick's messages
+   as one frame per destination endpoint;
+3. answers ``metrics`` with its counters (per-rule CPU and firings, messages and bytes per
+   channel, ticks, process CPU, rejected frames);
+4. on ``stop`` or SIGTERM stops ticking, flushes its sends and its log, reports its final metrics
+   and exits 0. When the control connection ends (the orchestrator is gone) it exits at once.
+
+A tick that fails (a Python function raised, ...) is printed with its traceback and the process
+exits with status 3, so the orchestrator can report the node and its last log lines.
+
+Control messages (msgpack maps, key ``t``): node -> orchestrator ``hello``, ``started``,
+``metrics``, ``stopped``; orchestrator -> node ``start``, ``metrics``, ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from hydrodeploy.language import ir, load_program
+from hydrodeploy.runtime.codec import Fact
+from hydrodeploy.runtime.evaluator import NodeEvaluator
+from hydrodeploy.runtime.plan import compile_component
+from hydrodeploy.runtime.topology import Topology
+from hydrodeploy.runtime.transport import ControlChannel, Directory, Groups, Message, Transport
+
+EXIT_TICK_FAILED = 3
+EXIT_ORCHESTRATOR_GONE = 4
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything a node process needs, sent on its stdin as JSON."""
+
+    address: str
+    component: str
+    index: int
+    program: str  # path of the .ded file
+    instances: dict[str, list[str]]  # the topology: addresses of every component's instances
+    secret: str  # hex
+    control: tuple[str, int]  # the orchestrator's control endpoint
+    listen_host: str = "127.0.0.1"
+    durable_log: str | None = None  # file the node appends its .log facts to
+    partitions: dict[str, list[str]] = field(default_factory=dict)
+    profile: bool = True
+    engine: str | None = None  # "module:factory" of another engine (benchmarks); None: evaluator
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @staticmethod
+    def from_json(data: bytes) -> NodeSpec:
+        obj = json.loads(data)
+        obj["control"] = (obj["control"][0], int(obj["control"][1]))
+        return NodeSpec(**obj)
+
+    def topology(self) -> Topology:
+        return Topology(
+            {c: tuple(a) for c, a in self.instances.items()},
+            {a: tuple(p) for a, p in self.partitions.items()},
+        )
+
+
+# ---- engines: what computes a tick ----------------------------------------------------------
+
+
+@dataclass
+class Step:
+    outbox: list[Message]
+    log: list[tuple[str, Fact]]
+    changed: bool
+
+
+class Engine(Protocol):
+    """What a node process runs each tick. :class:`EvaluatorEngine` runs the compiled program;
+    a benchmark may plug in hand-written logic with the same network I/O."""
+
+    @property
+    def accepts(self) -> Mapping[str, int]:
+        """relation -> arity of every fact this node may receive"""
+        ...
+
+    @property
+    def timers(self) -> tuple[tuple[str, float], ...]:
+        """(timer name, period in seconds) of every timer"""
+        ...
+
+    def step(self, inbox: list[tuple[str, Fact]], timers: list[str]) -> Step: ...
+
+    def rule_metrics(self) -> list[list[Any]]:
+        """[number, head relation, kind, calls, facts, ns] per rule."""
+        ...
+
+
+def receivable(program: ir.Program, component: str) -> dict[str, int]:
+    """Relations that may arrive at ``component``, with their arities: its `.input` relations and
+    every channel (a relation some rule sends with ``:~``)."""
+    out: dict[str, int] = {}
+    for decl in program.inputs:
+        if decl.component == component:
+            out[decl.relation] = len(decl.attrs)
+    for block in program.blocks:
+        for rule in block.rules:
+            if rule.kind is ir.RuleKind.ASYNC and rule.head.relation not in program.output_relations:
+                out[rule.head.relation] = rule.head.arity
+    return out
+
+
+class EvaluatorEngine:
+    """The compiled component (:class:`~hydrodeploy.runtime.evaluator.NodeEvaluator`)."""
+
+    def __init__(self, program: ir.Program, spec: NodeSpec) -> None:
+        plan = compile_component(program, spec.component)
+        self.evaluator = NodeEvaluator(plan, spec.address, spec.index, spec.topology(), profile=spec.profile)
+        self.state = self.evaluator.initial_state()
+        self.accepts = receivable(program, spec.component)
+        self.timers = tuple((t.name, t.period_ms / 1000.0) for t in plan.timers)
+        self._kinds = {r.number: r.rule.kind.value for r in plan.rules}
+        self._heads = {r.number: r.head for r in plan.rules}
+
+    def step(self, inbox: list[tuple[str, Fact]], timers: list[str]) -> Step:
+        result = self.evaluator.tick(self.state, inbox, timers)
+        self.state = result.state
+        return Step(result.outbox, result.log, result.changed)
+
+    def rule_metrics(self) -> list[list[Any]]:
+        return [
+            [n, self._heads[n], self._kinds[n], c.calls, c.facts, c.ns]
+            for n, c in sorted(self.evaluator.counters.items())
+        ]
+
+
+EngineFactory = Callable[[ir.Program, NodeSpec], Engine]
+
+
+def load_engine(spec: NodeSpec, program: ir.Program) -> Engine:
+    if spec.engine is None:
+        return EvaluatorEngine(program, spec)
+    module_name, _, attr = spec.engine.partition(":")
+    factory: EngineFactory = getattr(importlib.import_module(module_name), attr)
+    return factory(program, spec)
+
+
+# ---- the durable log ------------------------------------------------------------------------
+
+
+class DurableLog:
+    """Appends a tick's `.log` facts as JSON lines with one write and one fsync."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if path else None
+        self.records = 0
+        self.bytes = 0
+        self.fsyncs = 0
+        self.fsync_ns = 0
+
+    def append(self, facts: list[tuple[str, Fact]]) -> None:
+        if self.fd is None:
+            return
+        data = "".join(json.dumps([rel, list(values)]) + "\n" for rel, values in facts).encode()
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        start = time.perf_counter_ns()
+        os.fsync(self.fd)
+        self.fsync_ns += time.perf_counter_ns() - start
+        self.fsyncs += 1
+        self.records += len(facts)
+        self.bytes += len(data)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = None
+
+    def metrics(self) -> dict[str, int]:
+        return {"records": self.records, "bytes": self.bytes, "fsyncs": self.fsyncs, "fsync_ns": self.fsync_ns}
+
+
+# ---- the node ---------------------------------------------------------------------------------
+
+
+class Node:
+    def __init__(self, spec: NodeSpec, engine: Engine) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.secret = bytes.fromhex(spec.secret)
+        self.transport = Transport(self.secret, spec.address, self._on_data)
+        self.log = DurableLog(spec.durable_log)
+        self.inbox: list[tuple[str, Fact]] = []
+        self.fired: set[str] = set()
+        self.changed = False
+        self.ticks = 0
+        self.tick_ns = 0
+        self.facts_in = 0
+        self.stopping = False
+        self.control: ControlChannel | None = None
+        self._wake = asyncio.Event()
+        self._started = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._timer_handles: list[asyncio.TimerHandle] = []
+        self._t0 = time.monotonic()
+
+    # ---- receiving ----------------------------------------------------------------------------
+
+    def _on_data(self, sender: str, groups: Groups, size: int) -> None:
+        accepts = self.engine.accepts
+        me = self.spec.address
+        received = self.transport.channels.received
+        total_rows = sum(len(g[2]) for g in groups) or 1
+        inbox = self.inbox
+        for dest, relation, rows in groups:
+            arity = accepts.get(relation)
+            if dest != me or arity is None:
+                self.transport.channels.misrouted += len(rows)
+                continue
+            good = [row for row in rows if len(row) == arity]
+            if len(good) != len(rows):
+                self.transport.decode_stats.malformed += 1
+            inbox.extend((relation, row) for row in good)
+            key = (relation, sender)
+            share = size * len(rows) // total_rows
+            counts = received.get(key)
+            if counts is None:
+                received[key] = [len(good), share]
+            else:
+                counts[0] += len(good)
+                counts[1] += share
+        if inbox:
+            self._wake.set()
+
+    # ---- timers -------------------------------------------------------------------------------
+
+    def _start_timers(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for name, period in self.engine.timers:
+            self._schedule_timer(loop, name, period, start, 1)
+
+    def _schedule_timer(self, loop: asyncio.AbstractEventLoop, name: str, period: float, start: float, k: int) -> None:
+        def fire() -> None:
+            self.fired.add(name)
+            self._wake.set()
+            # the k-th firing is due at start + k*period: no drift, and a late tick skips ahead
+            nxt = max(k + 1, int((loop.time() - start) / period) + 1)
+            self._schedule_timer(loop, name, period, start, nxt)
+
+        self._timer_handles.append(loop.call_at(start + k * period, fire))
+        if len(self._timer_handles) > 64:
+            self._timer_handles = [h for h in self._timer_handles if not h.cancelled()][-16:]
+
+    # ---- the tick loop ------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        engine = self.engine
+        while not self.stopping:
+            if not (self.inbox or self.fired or self.changed):
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            inbox, self.inbox = self.inbox, []
+            timers = sorted(self.fired)
+            self.fired = set()
+            start = time.perf_counter_ns()
+            step = engine.step(inbox, timers)
+            if step.log:
+                self.log.append(step.log)
+            if step.outbox:
+                self.transport.send(step.outbox)
+            self.tick_ns += time.perf_counter_ns() - start
+            self.ticks += 1
+            self.facts_in += len(inbox)
+            self.changed = step.changed
+            await self.transport.wait_writable()
+            await asyncio.sleep(0)  # let the network callbacks fill the next inbox
+
+    # ---- control ------------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "address": self.spec.address,
+            "pid": os.getpid(),
+            "time": time.time(),
+            "wall": time.monotonic() - self._t0,
+            "cpu": time.process_time(),
+            "ticks": self.ticks,
+            "tick_ns": self.tick_ns,
+            "facts_in": self.facts_in,
+            "rules": self.engine.rule_metrics(),
+            "channels": self.transport.channels.snapshot(),
+            "frames": self.transport.decode_stats.as_dict(),
+            "log": self.log.metrics(),
+        }
+
+    async def _control_loop(self, control: ControlChannel) -> None:
+        while True:
+            msg = await control.recv()
+            if msg is None:
+                print(f"{self.spec.address}: control connection closed: the orchestrator is gone", flush=True)
+                os._exit(EXIT_ORCHESTRATOR_GONE)
+            kind = msg["t"]
+            if kind == "start":
+                self.transport.directory = Directory.from_wire(msg["directory"])
+                self._started.set()
+            elif kind == "metrics":
+                control.send({"t": "metrics", "seq": msg.get("seq"), "data": self.metrics()})
+            elif kind == "stop":
+                self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        endpoint = await self.transport.listen(self.spec.listen_host, 0)
+        control = await ControlChannel.connect(self.spec.control[0], self.spec.control[1], self.secret)
+        self.control = control
+        control.send({"t": "hello", "address": self.spec.address, "endpoint": list(endpoint), "pid": os.getpid()})
+        print(f"{self.spec.address}: pid {os.getpid()} listening on {endpoint[0]}:{endpoint[1]}", flush=True)
+        control_task = loop.create_task(self._control_loop(control))
+        started = loop.create_task(self._started.wait())
+        stop = loop.create_task(self._stop.wait())
+        await asyncio.wait({started, stop}, return_when=asyncio.FIRST_COMPLETED)
+        ticking: asyncio.Task[None] | None = None
+        if self._started.is_set() and not self._stop.is_set():
+            self._start_timers()
+            ticking = loop.create_task(self._tick_loop())
+            control.send({"t": "started", "address": self.spec.address})
+            print(f"{self.spec.address}: started", flush=True)
+            await asyncio.wait({ticking, stop}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if ticking is not None and ticking.done() and ticking.exception() is not None:
+            exc = ticking.exception()
+            assert exc is not None
+            print(f"{self.spec.address}: tick {self.ticks} failed", flush=True)
+            traceback.print_exception(exc, file=sys.stdout)
+            sys.stdout.flush()
+            code = EXIT_TICK_FAILED
+        self.stopping = True
+        self._wake.set()
+        for handle in self._timer_handles:
+            handle.cancel()
+        if ticking is not None and not ticking.done():
+            await ticking
+        await self.transport.close()
+        self.log.close()
+        control.send({"t": "stopped", "address": self.spec.address, "data": self.metrics()})
+        await control.drain()
+        print(f"{self.spec.address}: stopped after {self.ticks} ticks", flush=True)
+        control_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await control_task
+        stop.cancel()
+        started.cancel()
+        control.close()
+        return code
+
+
+def main() -> int:
+    spec = NodeSpec.from_json(sys.stdin.buffer.read())
+    program = load_program(spec.program)
+    engine = load_engine(spec, program)
+    return asyncio.run(Node(spec, engine).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""asyncio TCP transport between the processes of one deployment.
+
+Every process (node or benchmark client process) listens on one port and opens one outgoing
+connection per peer endpoint it sends to; facts flow over outgoing connections only. Sending is
+batched: :meth:`Transport.send` takes everything one tick produced and writes one DATA frame per
+destination endpoint. A peer that cannot be reached loses the messages sent to it (like a lost
+packet); the transport retries the connection at most every :data:`RECONNECT_S` seconds.
+
+:class:`ControlChannel` is the framed, authenticated request/response channel between a process
+and the orchestrator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydrodeploy.runtime import codec
+from hydrodeploy.runtime.codec import DecodeStats, Fact, FrameDecoder
+from hydrodeploy.runtime.topology import CLIENT_PREFIX
+
+Endpoint = tuple[str, int]
+Message = tuple[str, str, Fact]  # (destination address, relation, values)
+Groups = list[tuple[str, str, tuple[Fact, ...]]]
+DataHandler = Callable[[str, Groups, int], None]  # (sender, groups, frame bytes)
+
+RECONNECT_S = 0.5
+HIGH_WATER = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Where every address lives: node addresses map to their process's endpoint; client
+    ``client/<n>`` lives in client process ``n mod len(clients)``."""
+
+    nodes: Mapping[str, Endpoint]
+    clients: tuple[Endpoint, ...] = ()
+
+    def endpoint(self, address: str) -> Endpoint | None:
+        ep = self.nodes.get(address)
+        if ep is not None:
+            return ep
+        if address.startswith(CLIENT_PREFIX) and self.clients:
+            suffix = address[len(CLIENT_PREFIX) :]
+            if suffix.isdigit():
+                return self.clients[int(suffix) % len(self.clients)]
+        return None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"nodes": {a: list(ep) for a, ep in self.nodes.items()}, "clients": [list(ep) for ep in self.clients]}
+
+    @staticmethod
+    def from_wire(obj: Mapping[str, Any]) -> Directory:
+        nodes = {str(a): (str(ep[0]), int(ep[1])) for a, ep in obj["nodes"].items()}
+        clients = tuple((str(ep[0]), int(ep[1])) for ep in obj["clients"])
+        return Directory(nodes, clients)
+
+
+@dataclass
+class ChannelStats:
+    """Messages and bytes per channel: sent per (relation, destination address), received per
+    (relation, sender). Sent bytes are exact (each group is packed separately); received bytes
+    are the frame's bytes shared among its groups by row count."""
+
+    sent: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    received: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    dropped: int = 0  # messages to an unknown or unreachable destination
+    misrouted: int = 0  # facts received for another address or an unknown relation
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "sent": [[rel, dest, m, b] for (rel, dest), (m, b) in self.sent.items()],
+            "received": [[rel, src, m, b] for (rel, src), (m, b) in self.received.items()],
+            "frames_sent": self.frames_sent,
+            "bytes_sent": self.bytes_sent,
+            "dropped": self.dropped,
+            "misrouted": self.misrouted,
+        }
+
+
+class _Incoming(asyncio.Protocol):
+    def __init__(self, owner: Transport) -> None:
+        self.owner = owner
+        self.decoder = FrameDecoder(owner.secret, owner.decode_stats)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.owner._incoming.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            if frame.kind == codec.DATA:
+                sender, groups = frame.body
+                self.owner.on_data(sender, groups, frame.size)
+            else:
+                self.owner.decode_stats.malformed += 1  # control frames do not belong here
+        if self.decoder.broken and self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.decoder.close()
+        self.owner._incoming.discard(self)
+
+
+class _Outgoing(asyncio.Protocol):
+    def __init__(self, owner: Transport, endpoint: Endpoint) -> None:
+        self.owner = owner
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.queued: list[bytes] = []
+        self.closed = False
+        self.paused = False
+
+    def write(self, frame: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(frame)
+        else:
+            self.queued.append(frame)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+        if self.queued:
+            transport.write(b"".join(self.queued))
+            self.queued = []
+
+    def data_received(self, data: bytes) -> None:  # peers never answer on this direction
+        pass
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self.owner._writable.clear()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.owner._update_writable()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.paused = False
+        self.owner._lost(self)
+
+
+class Transport:
+    """Sends and receives DATA frames for one process (``sender`` is its address)."""
+
+    def __init__(self, secret: bytes, sender: str, on_data: DataHandler, directory: Directory | None = None) -> None:
+        self.secret = secret
+        self.sender = sender
+        self.on_data = on_data
+        self.directory = directory or Directory({})
+        self.decode_stats = DecodeStats()
+        self.channels = ChannelStats()
+        self.listen_endpoint: Endpoint | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._incoming: set[_Incoming] = set()
+        self._outgoing: dict[Endpoint, _Outgoing] = {}
+        self._down_until: dict[Endpoint, float] = {}
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    async def listen(self, host: str, port: int = 0) -> Endpoint:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Incoming(self), host, port)
+        sock = self._server.sockets[0]
+        self.listen_endpoint = (host, int(sock.getsockname()[1]))
+        return self.listen_endpoint
+
+    # ---- sending ------------------------------------------------------------------------------
+
+    def send(self, messages: Iterable[Message]) -> int:
+        """Send one tick's messages: one frame per destination endpoint. Returns frames written."""
+        by_endpoint: dict[Endpoint, list[Message]] = {}
+        endpoint_of = self.directory.endpoint
+        dropped = 0
+        for message in messages:
+            ep = endpoint_of(message[0])
+            if ep is None:
+                dropped += 1
+                continue
+            bucket = by_endpoint.get(ep)
+            if bucket is None:
+                by_endpoint[ep] = [message]
+            else:
+                bucket.append(message)
+        self.channels.dropped += dropped
+        frames = 0
+        now = time.monotonic()
+        sent = self.channels.sent
+        for ep, batch in by_endpoint.items():
+            conn = self._connection(ep, now)
+            if conn is None:
+                self.channels.dropped += len(batch)
+                continue
+            groups = codec.group_rows(batch)
+            frame, sizes = codec.encode_data(self.secret, self.sender, groups)
+            conn.write(frame)
+            frames += 1
+            self.channels.bytes_sent += len(frame)
+            for (dest, relation, rows), size in zip(groups, sizes, strict=True):
+                key = (relation, dest)
+                counts = sent.get(key)
+                if counts is None:
+                    sent[key] = [len(rows), size]
+                else:
+                    counts[0] += len(rows)
+                    counts[1] += size
+        self.channels.frames_sent += frames
+        return frames
+
+    def _connection(self, ep: Endpoint, now: float) -> _Outgoing | None:
+        conn = self._outgoing.get(ep)
+        if conn is not None and not conn.closed:
+            return conn
+        if self._down_until.get(ep, 0.0) > now:
+            return None
+        conn = _Outgoing(self, ep)
+        self._outgoing[ep] = conn
+        task = asyncio.get_running_loop().create_task(self._connect(conn))
+        task.add_done_callback(_consume)
+        return conn
+
+    async def _connect(self, conn: _Outgoing) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_connection(lambda: conn, conn.endpoint[0], conn.endpoint[1])
+        except OSError:
+            self.channels.dropped += sum(1 for _ in conn.queued)
+            conn.queued = []
+            conn.closed = True
+            self._down_until[conn.endpoint] = time.monotonic() + RECONNECT_S
+            if self._outgoing.get(conn.endpoint) is conn:
+                del self._outgoing[conn.endpoint]
+
+    def _lost(self, conn: _Outgoing) -> None:
+        if self._outgoing.get(conn.endpoint) is conn:
+            del self._outgoing[conn.endpoint]
+        self._down_until[conn.endpoint] = time.monotonic() + RECONNECT_S
+        self._update_writable()
+
+    def _update_writable(self) -> None:
+        if not any(c.paused for c in self._outgoing.values()):
+            self._writable.set()
+
+    async def wait_writable(self) -> None:
+        """Return once no outgoing connection is above its high-water mark (backpressure)."""
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    def buffered(self) -> int:
+        """Bytes written but not yet handed to the kernel, over all outgoing connections."""
+        total = 0
+        for conn in self._outgoing.values():
+            if conn.transport is not None and not conn.closed:
+                total += conn.transport.get_write_buffer_size()
+            total += sum(len(f) for f in conn.queued)
+        return total
+
+    # ---- closing ------------------------------------------------------------------------------
+
+    async def close(self, flush_timeout: float = 2.0) -> None:
+        """Stop accepting, flush what is buffered (up to ``flush_timeout``), close everything."""
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + flush_timeout
+        while self.buffered() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self._outgoing.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        for inc in list(self._incoming):
+            if inc.transport is not None:
+                inc.transport.close()
+        self._outgoing.clear()
+        await asyncio.sleep(0)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class ControlChannel:
+    """One framed, authenticated CONTROL connection (process side or orchestrator side)."""
+
+    def __init__(self, secret: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.secret = secret
+        self.reader = reader
+        self.writer = writer
+        self.stats = DecodeStats()
+        self.decoder = FrameDecoder(secret, self.stats)
+        self._frames: list[dict[str, Any]] = []
+
+    @staticmethod
+    async def connect(host: str, port: int, secret: bytes) -> ControlChannel:
+        reader, writer = await asyncio.open_connection(host, port)
+        return ControlChannel(secret, reader, writer)
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(codec.encode_control(self.secret, message))
+
+    async def drain(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+
+    async def recv(self) -> dict[str, Any] | None:
+        """The next control message, or None when the connection ended (or became unusable)."""
+        while not self._frames:
+            if self.decoder.broken:
+                return None
+            try:
+                data = await self.reader.read(65536)
+            except ConnectionError:
+                data = b""
+            if not data:
+                self.decoder.close()
+                return None
+            for frame in self.decoder.feed(data):
+                if frame.kind == codec.CONTROL:
+                    self._frames.append(frame.body)
+                else:
+                    self.stats.malformed += 1
+        return self._frames.pop(0)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
