@@ -42,6 +42,7 @@ from hydrodeploy.simulate.clients import ClientProtocol
 LOWEST_US = 1
 HIGHEST_US = 120_000_000
 SIGNIFICANT = 3
+RECORD_DRAIN_S = 10.0
 
 
 def new_histogram() -> HdrHistogram:
@@ -241,8 +242,14 @@ class ClientProcess:
             "measure": params.measure,
         }
         if params.record:
-            # replies that arrive after the clients stopped still belong to this point
-            await asyncio.sleep(0.3)
+            # wait for the replies to the requests still in flight (each client has one), so that
+            # the record holds every request's answer; then a little longer for duplicates
+            deadline = time.perf_counter() + RECORD_DRAIN_S
+            while point.outstanding and time.perf_counter() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            result["outstanding"] = len(point.outstanding)
+            result["unmatched"] = point.unmatched
             result["requests"] = point.requests
             result["replies"] = point.replies
             result["duplicates"] = point.duplicates

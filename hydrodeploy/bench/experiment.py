@@ -164,6 +164,8 @@ class Bench:
         finally:
             if not results.done():
                 results.cancel()
+            elif not results.cancelled():
+                results.exception()  # retrieved: the failure is raised by the guard above
         quotas = {n: dep.peers[n].host.cpus for n in dep.nodes()}
         usage = node_usage(before, after, quotas, throttle_before, throttle_after)
         return summarize(index, clients, repeat, raw, usage), raw

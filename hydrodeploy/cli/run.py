@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"sweep stopped: {result.stopped}")
     out.print(f"run directory: {run_dir.path}")
     if failure is not None:
-        err.print(f"error: {failure}", markup=False, highlight=False)
+        print(f"error: {failure}", file=sys.stderr)
         return 1
     if interrupted is not None:
         err.print(f"interrupted: every process stopped; {len(points)} measured points kept in {run_dir.path}")

@@ -157,6 +157,12 @@ class Deployment:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         channel = ControlChannel(self.secret, reader, writer)
         try:
+            await self._serve(channel)
+        except asyncio.CancelledError:
+            channel.close()  # the deployment is closing; the connection handler just ends
+
+    async def _serve(self, channel: ControlChannel) -> None:
+        try:
             hello = await asyncio.wait_for(channel.recv(), 30.0)
         except TimeoutError:
             hello = None

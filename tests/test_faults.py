@@ -1,0 +1,135 @@
+"""Faults of a running `hydrodeploy run`: a node killed mid-run is reported (naming it, with its
+last log lines) and the run ends without hanging; interrupting or killing the orchestrator leaves
+no process (and no cgroup) behind, and an interrupted run keeps the points it measured."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from network_harness import (
+    PROTOCOLS,
+    ROOT,
+    cgroup_dirs_of,
+    descendants,
+    pid_in_log,
+    wait_for,
+    wait_gone,
+)
+
+from hydrodeploy.deploy.local import clean_stale
+
+pytestmark = pytest.mark.e2e
+
+NO_HANG_S = 60.0
+
+
+def workload(tmp: Path, clients: list[int], measure_s: float, cluster: str) -> Path:
+    path = tmp / "wl.yaml"
+    path.write_text(
+        f"""
+name: fault
+protocol: {PROTOCOLS / "voting.ded"}
+cluster: {ROOT / "clusters" / cluster}
+clients: {{processes: 2}}
+windows: {{warmup_s: 0.2, measure_s: {measure_s}, cooldown_s: 0.1, bin_s: 0.25}}
+sweep: {{clients: {clients}, plateau_steps: 99}}
+"""
+    )
+    return path
+
+
+def start_run(tmp: Path, wl: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hydrodeploy.cli.main", "run", str(wl), "--reports", str(tmp / "reports")],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_dir(tmp: Path) -> Path:
+    return (tmp / "reports" / "latest").resolve()
+
+
+def logs(tmp: Path) -> Path:
+    return run_dir(tmp) / "iterations" / "00" / "logs"
+
+
+def started(tmp: Path, node: str) -> bool:
+    log = logs(tmp) / f"{node.replace('/', '-')}.log"
+    return log.exists() and f"{node}: started" in log.read_text()
+
+
+def measured_rows(tmp: Path) -> list[dict[str, str]]:
+    path = run_dir(tmp) / "results.csv"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_killed_node_is_reported_with_its_last_log_lines(tmp_path: Path) -> None:
+    proc = start_run(tmp_path, workload(tmp_path, [4, 8], measure_s=30.0, cluster="local-unthrottled.yaml"))
+    try:
+        wait_for(lambda: (tmp_path / "reports" / "latest").exists() and started(tmp_path, "participant/1"), what="the node")
+        children = descendants(proc.pid)
+        victim = pid_in_log(logs(tmp_path) / "participant-1.log")
+        assert victim is not None and victim in {c.pid for c in children}
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=NO_HANG_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "node participant/1 was killed by SIGKILL" in err
+    assert "participant/1: started" in err  # its last log lines
+    assert "participant-1.log" in err
+    assert wait_gone(children) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_everything_and_keeps_measured_points(tmp_path: Path, sig: int) -> None:
+    proc = start_run(tmp_path, workload(tmp_path, [1, 2, 4, 8, 16, 32], measure_s=0.5, cluster="local.yaml"))
+    try:
+        wait_for(lambda: (tmp_path / "reports" / "latest").exists() and len(measured_rows(tmp_path)) >= 1, what="a point")
+        children = descendants(proc.pid)
+        assert len(children) == 6  # 4 nodes, 2 client processes
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=NO_HANG_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
+    assert "interrupted" in err
+    rows = measured_rows(tmp_path)
+    assert 1 <= len(rows) < 6
+    assert all(float(r["throughput"]) > 0 for r in rows)
+    summary = json.loads((run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["iterations"][0]["max_throughput"] == max(float(r["throughput"]) for r in rows)
+    assert wait_gone(children) == []
+    assert cgroup_dirs_of(proc.pid) == []
+
+
+def test_killed_orchestrator_takes_every_process_with_it(tmp_path: Path) -> None:
+    proc = start_run(tmp_path, workload(tmp_path, [4], measure_s=30.0, cluster="local.yaml"))
+    try:
+        wait_for(lambda: (tmp_path / "reports" / "latest").exists() and started(tmp_path, "leader/0"), what="the leader")
+        wait_for(lambda: len(descendants(proc.pid)) == 6, what="every process")
+        children = descendants(proc.pid)
+        proc.kill()
+        proc.communicate(timeout=NO_HANG_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert wait_gone(children) == []
+    # its cgroups outlive it (empty); the next run removes them
+    clean_stale()
+    assert cgroup_dirs_of(proc.pid) == []
