@@ -96,6 +96,8 @@ def load_model(path: str | Path, model: type[M], context: dict[str, Any] | None 
             if message.startswith("Value error, "):
                 message = message[len("Value error, ") :]
             node = values.get(loc)
+            if isinstance(node, yaml.MappingNode) and loc in keys:
+                node = keys[loc]  # a problem with a whole section: point at its key
         probe = loc
         while node is None and probe:  # point at the nearest enclosing key that exists
             probe = probe[:-1]

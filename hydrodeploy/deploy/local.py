@@ -184,10 +184,31 @@ class Network:
         self.namespaces: list[str] = []
         self._next = 2
         _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("link", "set", "dev", self.bridge, "alias", f"hydrodeploy:{os.getpid()}")
-        _ip("addr", "add", f"{SUBNET}.{self.k}.1/24", "dev", self.bridge)
-        _ip("link", "set", self.bridge, "up")
+        try:
+            _ip("link", "set", "dev", self.bridge, "alias", f"hydrodeploy:{os.getpid()}")
+            _ip("addr", "add", f"{SUBNET}.{self.k}.1/24", "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+        except DeployError:
+            self.remove()
+            raise
         self.gateway = f"{SUBNET}.{self.k}.1"
+        self.netem_error: str | None = None
+        if delay_ms > 0:
+            self.netem_error = self._probe_netem()
+            if self.netem_error is not None:
+                self.delay_ms = 0.0
+
+    def _probe_netem(self) -> str | None:
+        """Why ``tc netem`` cannot be used here (e.g. a kernel without sch_netem), or None."""
+        cmd = ["tc", "qdisc", "add", "dev", self.bridge, "root", "netem", "delay", "1ms"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            return "the `tc` command (iproute2) is not installed"
+        if proc.returncode != 0:
+            return f"`tc ... netem` failed: {proc.stderr.strip() or proc.returncode}"
+        subprocess.run(["tc", "qdisc", "del", "dev", self.bridge, "root"], capture_output=True, check=False)
+        return None
 
     @staticmethod
     def _free_subnet() -> int:
@@ -364,6 +385,10 @@ class LocalCluster(Cluster):
             if reason is None:
                 try:
                     self._network = Network(delay_ms)
+                    if self._network.netem_error is not None:
+                        self.warnings.append(
+                            f"network delay not applied: {self._network.netem_error}; namespaces without delay"
+                        )
                 except DeployError as exc:
                     self.warnings.append(f"network namespaces not set up: {exc}; running on loopback")
             else:

@@ -1,0 +1,134 @@
+"""The local cluster's emulated machines: CPU quotas in per-process cgroups (or a warning and no
+throttling where cgroups cannot be written), network namespaces with netem delay, and nothing
+left behind when the cluster closes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from network_harness import PROTOCOLS, alive
+
+from hydrodeploy.bench.experiment import Bench
+from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
+from hydrodeploy.deploy import ProcessSpec
+from hydrodeploy.deploy import local as local_mod
+from hydrodeploy.deploy.local import (
+    LocalCluster,
+    cgroups_unavailable,
+    namespaces_unavailable,
+    quota_for,
+)
+
+SLEEPER = (sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)")
+
+
+def test_quota_keeps_the_kernel_minimum() -> None:
+    assert quota_for(0.25, 10_000) == (10_000, 2_500)
+    assert quota_for(0.05, 10_000) == (20_000, 1_000)
+    assert quota_for(2.0, 10_000) == (10_000, 20_000)
+
+
+def start_sleeper(cluster: LocalCluster, tmp: Path, name: str = "n/0") -> tuple[object, object]:
+    hosts, _ = cluster.hosts([name], 0)
+    handle = hosts[name].start(ProcessSpec(name, SLEEPER, b"", tmp / "n.log", tmp))
+    return hosts[name], handle
+
+
+@pytest.mark.skipif(cgroups_unavailable() is not None, reason=f"no writable cgroups: {cgroups_unavailable()}")
+def test_process_gets_its_own_cpu_cgroup_and_it_is_removed(tmp_path: Path) -> None:
+    cluster = LocalCluster(cpus=0.1)
+    try:
+        assert cluster.warnings == []
+        host, handle = start_sleeper(cluster, tmp_path)
+        assert host.cpus == 0.1  # type: ignore[attr-defined]
+        handle.apply_limits()  # type: ignore[attr-defined]
+        group = handle.group  # type: ignore[attr-defined]
+        assert (group.path / "cpu.cfs_quota_us").read_text().strip() == "1000"
+        assert (group.path / "cpu.cfs_period_us").read_text().strip() == "10000"
+        assert group.pids() == [handle.pid]  # type: ignore[attr-defined]
+        assert set(handle.cpu_stats()) >= {"nr_periods", "nr_throttled", "throttled_s"}  # type: ignore[attr-defined]
+    finally:
+        cluster.close()
+    assert not alive(handle.pid)  # type: ignore[attr-defined]
+    assert not group.path.exists()
+    assert not group.path.parent.exists()
+
+
+def test_without_writable_cgroups_the_cluster_says_so_and_runs_unthrottled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_mod, "CGROUP_CPU", tmp_path / "no-cgroups")
+    cluster = LocalCluster(cpus=0.1)
+    try:
+        assert len(cluster.warnings) == 1
+        assert "CPU limits not applied" in cluster.warnings[0] and "unthrottled" in cluster.warnings[0]
+        host, handle = start_sleeper(cluster, tmp_path)
+        assert host.cpus is None  # type: ignore[attr-defined]
+        handle.apply_limits()  # type: ignore[attr-defined]
+        assert handle.cpu_stats() == {}  # type: ignore[attr-defined]
+        assert handle.returncode() is None  # type: ignore[attr-defined]
+    finally:
+        cluster.close()
+    assert not alive(handle.pid)  # type: ignore[attr-defined]
+
+
+def test_log_tail_and_exit_description(tmp_path: Path) -> None:
+    cluster = LocalCluster()
+    try:
+        hosts, _ = cluster.hosts(["n/0"], 0)
+        argv = (sys.executable, "-c", "import sys; print('\\n'.join(map(str, range(30)))); sys.exit(7)")
+        handle = hosts["n/0"].start(ProcessSpec("n/0", argv, b"", tmp_path / "n.log", tmp_path))
+        assert handle.wait(30) == 7
+        assert handle.describe_exit() == "exited with status 7"
+        assert handle.log_tail(3) == ["27", "28", "29"]
+    finally:
+        cluster.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(namespaces_unavailable() is not None, reason=f"{namespaces_unavailable()}")
+def test_voting_over_namespaces_with_netem_delay(tmp_path: Path) -> None:
+    delay_ms = 3.0
+    cluster = LocalCluster(name="netem", namespaces=True, delay_ms=delay_ms)
+    network = cluster._network
+    if network is None:
+        cluster.close()
+        pytest.skip(f"network namespaces unavailable here: {cluster.warnings}")
+    delayed = network.netem_error is None
+    if not delayed:  # a kernel without sch_netem: the cluster says so and runs without delay
+        assert any("network delay not applied" in w for w in cluster.warnings)
+    bridge = network.bridge
+    namespaces: list[str] = []
+
+    async def go() -> tuple[object, list[dict[str, object]]]:
+        bench = Bench(PROTOCOLS / "voting.ded", cluster, tmp_path / "logs", client_processes=1)
+        try:
+            await bench.start()
+            assert bench.deployment.directory is not None
+            assert all(h.startswith("10.213.") for h, _ in bench.deployment.directory.nodes.values())
+            namespaces.extend(network.namespaces)
+            assert len(namespaces) == 5  # 4 nodes, 1 client process
+            qdisc = subprocess.run(["tc", "-n", namespaces[0], "qdisc", "show"], capture_output=True, text=True).stdout
+            assert ("netem" in qdisc and "delay 3ms" in qdisc) == delayed
+            windows = WindowsSpec(warmup_s=0.2, measure_s=0.5, cooldown_s=0.1, bin_s=0.25)
+            point, raw = await bench.point(0, 2, windows, ClientsSpec(), record=True)
+            await bench.stop()
+            return point, raw
+        finally:
+            bench.close()
+
+    try:
+        point, raw = asyncio.run(go())
+    finally:
+        cluster.close()
+    assert point.completed > 0  # type: ignore[attr-defined]
+    assert sum(int(r["outstanding"]) for r in raw) == 0  # type: ignore[call-overload]
+    if delayed:  # four one-way hops (client, leader, participant, leader, client), each delayed
+        assert point.p50_ms >= 4 * delay_ms * 0.95  # type: ignore[attr-defined]
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(ns in listed.split() for ns in namespaces)
+    assert bridge not in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout

@@ -1,0 +1,105 @@
+"""Workload and cluster files: the shipped ones validate; every mistake is one located error that
+names the key path, and `hydrodeploy run` exits 2 on it without deploying anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hydrodeploy.bench.workload import WorkloadSpec, load_workload
+from hydrodeploy.cli.main import main
+from hydrodeploy.deploy.cluster import load_cluster
+from hydrodeploy.specfile import SpecError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["voting", "two_pc", "paxos", "kvs"])
+def test_shipped_workloads_validate(name: str) -> None:
+    wl = load_workload(ROOT / "workloads" / f"{name}.yaml")
+    assert wl.protocol == str(ROOT / "protocols" / f"{name}.ded")
+    assert wl.cluster == str(ROOT / "clusters" / "local.yaml")
+    windows, counts, repeats = wl.plan(quick=True)
+    assert windows.total_s * len(counts) < 40  # --quick stays well under a minute
+    assert counts == sorted(counts) and repeats == 1
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "clusters").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_clusters_validate(path: Path) -> None:
+    assert load_cluster(path).name
+
+
+def write(tmp: Path, text: str) -> Path:
+    path = tmp / "w.yaml"
+    path.write_text(f"name: t\nprotocol: {ROOT / 'protocols' / 'voting.ded'}\n" + text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "line"),
+    [
+        ("sweep:\n  factor: 0.5\n", "sweep.factor: Input should be greater than 1", 4),
+        ("sweep:\n  fator: 2\n", "sweep.fator: unknown key", 4),
+        ("windows:\n  measure_s: -1\n", "windows.measure_s: Input should be greater than 0", 4),
+        ("windows:\n  measure_s: 1\n  bin_s: 2\n", "windows: bin_s must not exceed measure_s", 3),
+        ("quick:\n  clients: [4, 2]\n", "quick.clients: client counts must increase", 4),
+        ("clients:\n  processes: many\n", "clients.processes: Input should be a valid integer", 4),
+        ("slo: 5\n", "slo: Input should be a valid dictionary", 3),
+    ],
+)
+def test_mistakes_name_the_key_path_and_line(tmp_path: Path, text: str, expected: str, line: int) -> None:
+    with pytest.raises(SpecError) as info:
+        load_workload(write(tmp_path, text))
+    rendered = info.value.render()
+    assert f"w.yaml:{line}:" in rendered.splitlines()[0]
+    assert expected in rendered
+    assert "^" in rendered  # a caret under the key or value
+
+
+def test_missing_and_dangling_paths(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text("name: t\n")
+    with pytest.raises(SpecError, match="protocol: missing required key"):
+        load_workload(path)
+    path.write_text("name: t\nprotocol: nowhere.ded\n")
+    with pytest.raises(SpecError, match=r"protocol: no such file: .*nowhere\.ded"):
+        load_workload(path)
+    with pytest.raises(SpecError, match="no such file"):
+        load_workload(tmp_path / "absent.yaml")
+
+
+def test_yaml_syntax_error_is_located(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text("name: t\nsweep: [1, 2\n")
+    with pytest.raises(SpecError) as info:
+        load_workload(path)
+    assert "not valid YAML" in str(info.value) and "w.yaml:" in str(info.value)
+
+
+def test_cluster_mistakes(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\nmachine:\n  cpus: 0\n")
+    with pytest.raises(SpecError, match=r"c.yaml:3:\d+: error: machine.cpus: Input should be greater than 0"):
+        load_cluster(path)
+    path.write_text("name: c\nkind: gcp\n")
+    with pytest.raises(SpecError, match="kind: Input should be 'local'"):
+        load_cluster(path)
+
+
+def test_cli_exits_2_on_a_bad_file_without_deploying(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = write(tmp_path, "sweep:\n  repeats: 0\n")
+    assert main(["run", str(bad), "--reports", str(tmp_path / "reports")]) == 2
+    err = capsys.readouterr().err
+    assert "sweep.repeats: Input should be greater than or equal to 1" in err
+    assert not (tmp_path / "reports").exists()
+    good = write(tmp_path, "")
+    assert main(["run", str(good), "--cluster", str(tmp_path / "none.yaml"), "--reports", str(tmp_path / "r")]) == 2
+    assert "none.yaml: no such file" in capsys.readouterr().err
+
+
+def test_sweep_counts_are_geometric() -> None:
+    wl = WorkloadSpec.model_validate(
+        {"name": "t", "protocol": str(ROOT / "protocols" / "voting.ded"), "sweep": {"start": 1, "factor": 1.5, "max_clients": 10}}
+    )
+    assert wl.sweep.counts() == [1, 2, 3, 4, 6, 9]
