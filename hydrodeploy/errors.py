@@ -43,10 +43,10 @@ class LocatedError(HydrodeployError):
         head = f"{self.span}: error: {self.message}"
         if self.source is None:
             return head
-        lines = self.source.splitlines()
+        lines = self.source.split("\n")  # lines as the parser counts them
         if not 1 <= self.span.line <= len(lines):
             return head
-        text = lines[self.span.line - 1].expandtabs(1)
+        text = lines[self.span.line - 1].rstrip("\r").expandtabs(1)
         width = 1
         if self.span.end_line == self.span.line and self.span.end_col > self.span.col:
             width = self.span.end_col - self.span.col

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Union
 
 from hydrodeploy.errors import Span
 
-Value = Union[int, float, str]
+Value = int | float | str
 
 
 def _no_span() -> Span | None:
@@ -69,9 +68,9 @@ class Aggregate:
     span: Span | None = field(default=None, compare=False, repr=False)
 
 
-Expr = Union[Var, Const, BinOp]
-BodyTerm = Union[Var, Const, Wildcard]
-HeadTerm = Union[Var, Const, BinOp, Aggregate]
+Expr = Var | Const | BinOp
+BodyTerm = Var | Const | Wildcard
+HeadTerm = Var | Const | BinOp | Aggregate
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,7 +114,7 @@ class Assign:
     span: Span | None = field(default=None, compare=False, repr=False)
 
 
-Literal = Union[Atom, Compare, Assign]
+Literal = Atom | Compare | Assign
 
 
 class RuleKind(Enum):

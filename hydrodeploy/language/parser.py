@@ -9,6 +9,7 @@ with the author's explanations.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import cache
@@ -38,6 +39,13 @@ _TOKEN_NAMES = {
     "ADD_OP": "'+' or '-'",
     "MUL_OP": "'*', '/' or '%'",
     "STAR": "'*'",
+    "_COMPONENT": "a directive",
+    "_INPUT": "a directive",
+    "_OUTPUT": "a directive",
+    "_PERSIST": "a directive",
+    "_LOG": "a directive",
+    "_TIMER": "a directive",
+    "_FUNCTION": "a directive",
 }
 
 
@@ -56,6 +64,9 @@ def _lark() -> Lark:
 def _describe_expected(expected: Iterable[str]) -> str:
     names: set[str] = set()
     for terminal in expected:
+        if terminal == "$END":
+            names.add("end of file")
+            continue
         if terminal in _TOKEN_NAMES:
             names.add(_TOKEN_NAMES[terminal])
             continue
@@ -74,6 +85,24 @@ def _describe_expected(expected: Iterable[str]) -> str:
     return ", ".join(ordered[:-1]) + " or " + ordered[-1]
 
 
+_DIRECTIVES = (".component", ".input", ".output", ".persist", ".log", ".timer", ".function")
+
+
+def _end_of_file(source: str) -> tuple[int, int]:
+    """Line and column just after the last character that is not a line break."""
+    lines = source.rstrip("\r\n").split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+def _directive_at(source: str, token: Token) -> str:
+    """The ``.word`` starting at a '.' token, if it looks like a directive ('' otherwise)."""
+    pos = token.start_pos
+    if pos is None:
+        return ""
+    match = re.compile(r"\.[A-Za-z_]+").match(source, pos)
+    return "" if match is None else match.group(0)
+
+
 def _token_text(token: Token) -> str:
     text = str(token)
     return "end of file" if token.type == "$END" else repr(text)
@@ -83,12 +112,12 @@ def _syntax_error(err: UnexpectedInput, path: str, source: str) -> LanguageError
     line = max(err.line, 1) if isinstance(err.line, int) else 1
     col = max(err.column, 1) if isinstance(err.column, int) else 1
     if isinstance(err, UnexpectedCharacters):
-        ch = source[err.pos_in_stream] if 0 <= err.pos_in_stream < len(source) else "?"
-        message = f"unexpected character {ch!r}"
+        pos = err.pos_in_stream
+        ch = source[pos] if pos is not None and 0 <= pos < len(source) else "?"
+        message = "unterminated string" if ch == '"' else f"unexpected character {ch!r}"
         span = Span(path, line, col, line, col + 1)
     elif isinstance(err, UnexpectedEOF):
-        lines = source.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
+        line, col = _end_of_file(source)
         message = "unexpected end of file"
         if err.expected:
             message += f"; expected {_describe_expected(err.expected)}"
@@ -96,9 +125,15 @@ def _syntax_error(err: UnexpectedInput, path: str, source: str) -> LanguageError
     elif isinstance(err, UnexpectedToken):
         token = err.token
         if token.type == "$END":
-            lines = source.splitlines() or [""]
-            line, col = len(lines), len(lines[-1]) + 1
+            line, col = _end_of_file(source)
             message = "unexpected end of file"
+        elif str(token) == "." and _directive_at(source, token) not in ("", *_DIRECTIVES):
+            directive = _directive_at(source, token)
+            return LanguageError(
+                f"unknown directive '{directive}' (known: {', '.join(_DIRECTIVES)})",
+                Span(path, line, col, line, col + len(directive)),
+                source,
+            )
         else:
             message = f"unexpected {_token_text(token)}"
         expected = _describe_expected(err.accepts or err.expected)
@@ -117,13 +152,13 @@ class _Comments:
 
     def __init__(self, source: str) -> None:
         self.by_line: dict[int, str] = {}
-        self.lines = source.splitlines()
+        self.lines = source.split("\n")
         self.used: set[int] = set()
 
     def add(self, token: Token) -> None:
         text = str(token)
         text = text[1:] if text.startswith("#") else text[2:]
-        self.by_line[token.line] = text.strip()
+        self.by_line[token.line or 0] = text.strip()
 
     def _comment_only(self, line: int) -> bool:
         if not 1 <= line <= len(self.lines):
@@ -282,7 +317,7 @@ class _ToIR(Transformer[Token, Any]):
 
     @v_args(meta=True)
     def negated(self, meta: Any, children: list[Any]) -> ir.Atom:
-        (atom,) = children
+        atom: ir.Atom = children[0]
         return replace(atom, negated=True, span=_span(self.path, meta))
 
     @v_args(meta=True)
@@ -432,10 +467,12 @@ def decode_source(data: bytes, path: str) -> str:
     except UnicodeDecodeError as exc:
         before = data[: exc.start]
         line = before.count(b"\n") + 1
-        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        # Columns count characters, as everywhere else; the bytes before the bad one decode.
+        col = len(before[before.rfind(b"\n") + 1 :].decode("utf-8")) + 1
         raise LanguageError(
             f"file is not valid UTF-8: byte 0x{data[exc.start]:02x} cannot be decoded",
             Span(path, line, col, line, col + 1),
+            data.decode("utf-8", errors="replace"),
         ) from None
 
 
@@ -461,7 +498,7 @@ def parse(source: str, path: str = "<string>") -> ir.Program:
 
 def _scan_comments(source: str, add: Callable[[Token], None]) -> None:
     """Find comments outside string literals, line by line."""
-    for lineno, line in enumerate(source.splitlines(), start=1):
+    for lineno, line in enumerate(source.split("\n"), start=1):
         in_string = False
         escaped = False
         for i, ch in enumerate(line):

@@ -28,6 +28,7 @@ class _Edge:
     target: str  # head relation
     nonmonotone: bool
     span: Span | None
+    negated: bool = False
 
 
 def _edges(rules: Iterable[ir.Rule], functions: frozenset[str]) -> list[_Edge]:
@@ -39,7 +40,7 @@ def _edges(rules: Iterable[ir.Rule], functions: frozenset[str]) -> list[_Edge]:
                 continue
             nonmono = atom.negated or aggregating
             span = atom.span if atom.negated else (rule.head.span if aggregating else atom.span)
-            edges.append(_Edge(atom.relation, rule.head.relation, nonmono, span))
+            edges.append(_Edge(atom.relation, rule.head.relation, nonmono, span, atom.negated))
     return edges
 
 
@@ -133,10 +134,9 @@ def stratify(program: ir.Program, component: str) -> tuple[Stratum, ...]:
     where = {rel: i for i, comp in enumerate(components) for rel in comp}
     for e in edges:
         if e.nonmonotone and where[e.source] == where[e.target]:
-            members = set(components[where[e.source]])
-            cycle = _path(succ, e.target, e.source, members)
+            cycle = _path(succ, e.target, e.source, set(components[where[e.source]]))
             shown = " -> ".join([*cycle, e.target])
-            how = "negation or aggregation"
+            how = "negation" if e.negated else "aggregation"
             raise LanguageError(
                 f"unstratifiable: '{e.target}' depends on itself through {how} ({shown})",
                 e.span,
