@@ -10,9 +10,6 @@ import argparse
 import time
 from typing import Any
 
-from hydrodeploy.errors import HydrodeployError
-from hydrodeploy.language import load_program
-from hydrodeploy.simulate import Network, Simulation, Workload
 
 
 def register(verbs: Any) -> None:
@@ -41,15 +38,15 @@ def register(verbs: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hydrodeploy.language import load_program
+    from hydrodeploy.simulate import Network, Simulation, Workload
+
     program = load_program(args.file)
     timeout = args.timeout
     if timeout is None and args.loss > 0:
         timeout = 100.0
-    try:
-        network = Network(min_delay_ms=args.min_delay, max_delay_ms=args.max_delay, loss=args.loss)
-        workload = Workload(clients=args.clients, requests=args.requests, timeout_ms=timeout)
-    except HydrodeployError:
-        raise
+    network = Network(min_delay_ms=args.min_delay, max_delay_ms=args.max_delay, loss=args.loss)
+    workload = Workload(clients=args.clients, requests=args.requests, timeout_ms=timeout)
     sim = Simulation(program, seed=args.seed, network=network, workload=workload)
     started = time.perf_counter()
     result = sim.run(max_time_ms=args.max_time)
