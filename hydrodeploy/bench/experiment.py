@@ -10,11 +10,14 @@ throughput plateaus or the SLO breaks. The library never prints: progress goes t
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from hydrodeploy.bench.client import ClientSpec, LoadParams
 from hydrodeploy.bench.measure import Plateau, Point, node_usage, summarize
@@ -26,6 +29,15 @@ from hydrodeploy.runtime.topology import Topology
 from hydrodeploy.simulate.clients import ClientProtocol
 
 START_DELAY_S = 0.3  # between sending a load and its start: every client process gets it first
+
+
+def host_busy(before: Any, after: Any) -> float:
+    """The busy fraction of this machine's CPUs between two ``psutil.cpu_times()`` (the
+    orchestrator's machine: where the local cluster's processes run)."""
+    idle = (after.idle - before.idle) + (getattr(after, "iowait", 0.0) - getattr(before, "iowait", 0.0))
+    counted = [f for f in after._fields if f not in ("guest", "guest_nice")]  # guest is inside user
+    total = sum(getattr(after, f) - getattr(before, f) for f in counted)
+    return max(0.0, 1.0 - idle / total) if total > 0 else math.nan
 
 
 class Observer:
@@ -157,9 +169,9 @@ class Bench:
             loop = asyncio.get_running_loop()
             mono_start = loop.time() + (start_at - time.time())
             await dep.guard(asyncio.sleep(max(0.0, mono_start + windows.warmup_s - loop.time())))
-            before, throttle_before = await dep.metrics(), dep.limit_stats()
+            before, throttle_before, host_before = await dep.metrics(), dep.limit_stats(), psutil.cpu_times()
             await dep.guard(asyncio.sleep(max(0.0, mono_start + windows.warmup_s + windows.measure_s - loop.time())))
-            after, throttle_after = await dep.metrics(), dep.limit_stats()
+            after, throttle_after, host_after = await dep.metrics(), dep.limit_stats(), psutil.cpu_times()
             raw = await dep.guard(results)
         finally:
             if not results.done():
@@ -168,7 +180,7 @@ class Bench:
                 results.exception()  # retrieved: the failure is raised by the guard above
         quotas = {n: dep.peers[n].host.cpus for n in dep.nodes()}
         usage = node_usage(before, after, quotas, throttle_before, throttle_after)
-        return summarize(index, clients, repeat, raw, usage), raw
+        return summarize(index, clients, repeat, raw, usage, host_busy(host_before, host_after)), raw
 
     async def _loads(self, loads: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         dep = self.deployment

@@ -5,7 +5,9 @@ per second; the per-bin series gives its coefficient of variation. Latencies are
 processes' HdrHistograms merged. A point is *unstable* when the per-bin throughput varies by more
 than :data:`UNSTABLE_CV`; it is *client-bound* when a client process used more than
 :data:`CLIENT_CPU_SATURATED` of a core, or when Little's law N = X * R is off by more than
-:data:`LITTLE_TOLERANCE` (the clients did not keep N requests outstanding). Node counters are
+:data:`LITTLE_TOLERANCE` (the clients did not keep N requests outstanding). The host's own CPU
+use is recorded too: above :data:`HOST_CPU_SATURATED` the machine running the emulated machines
+is itself saturated, so quotas no longer emulate independent machines. Node counters are
 differenced between the start and the end of the window.
 """
 
@@ -24,6 +26,7 @@ from hydrodeploy.bench.client import new_histogram
 UNSTABLE_CV = 0.15
 CLIENT_CPU_SATURATED = 0.9
 LITTLE_TOLERANCE = 0.2
+HOST_CPU_SATURATED = 0.9
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,13 @@ class Point:
     little_ratio: float  # N / (X * R); 1 when the closed loop is tight
     unstable: bool
     client_bound: bool
+    host_cpu: float = math.nan  # busy fraction of the machine that ran the processes (all cores)
     nodes: list[NodeUsage] = field(default_factory=list)
     histogram: bytes = b""
+
+    @property
+    def host_saturated(self) -> bool:
+        return self.host_cpu > HOST_CPU_SATURATED
 
     @property
     def bottleneck(self) -> NodeUsage | None:
@@ -98,6 +106,7 @@ class Point:
             "little_ratio": round(self.little_ratio, 3),
             "unstable": int(self.unstable),
             "client_bound": int(self.client_bound),
+            "host_cpu": round(self.host_cpu, 3),
             "bottleneck": neck.address if neck else "",
             "bottleneck_cpu": round(neck.cpu, 3) if neck else "",
         }
@@ -106,7 +115,7 @@ class Point:
 CSV_COLUMNS = (
     "point", "clients", "repeat", "throughput", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "mean_ms",
     "completed", "sent", "retries", "duplicates", "cv", "client_cpu", "little_ratio", "unstable",
-    "client_bound", "bottleneck", "bottleneck_cpu",
+    "client_bound", "host_cpu", "bottleneck", "bottleneck_cpu",
 )
 
 
@@ -173,6 +182,7 @@ def summarize(
     repeat: int,
     results: Sequence[Mapping[str, Any]],
     nodes: list[NodeUsage],
+    host_cpu: float = math.nan,
 ) -> Point:
     """One point from the client processes' ``result`` messages and the nodes' usage."""
     measure = float(results[0]["measure"])
@@ -214,6 +224,7 @@ def summarize(
         little_ratio=little,
         unstable=unstable,
         client_bound=client_bound,
+        host_cpu=host_cpu,
         nodes=nodes,
         histogram=hist.encode(),
     )

@@ -92,7 +92,15 @@ class _Progress(Observer):
 
 
 def _flags(point: Point) -> str:
-    flags = [f for f, on in (("unstable", point.unstable), ("client-bound", point.client_bound)) if on]
+    flags = [
+        f
+        for f, on in (
+            ("unstable", point.unstable),
+            ("client-bound", point.client_bound),
+            ("host-saturated", point.host_saturated),
+        )
+        if on
+    ]
     return f"  [{', '.join(flags)}]" if flags else ""
 
 
@@ -127,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     cluster_path = args.cluster or workload.cluster
     cluster_spec = load_cluster(cluster_path) if cluster_path else DEFAULT_CLUSTER
     out = Console()
+    if not out.is_terminal:
+        out = Console(width=160)  # a file or a pipe: do not wrap the table at 80 columns
     err = Console(stderr=True)
     run_dir = RunDirectory.create(Path(args.reports), workload.name + ("-quick" if args.quick else ""))
     iteration = run_dir.iteration(0)
@@ -182,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
             f"{machines} nodes, {workload.clients.processes} client processes",
         )
         out.print(_table(points))
+        out.print(_bottleneck(max(points, key=lambda p: p.throughput)))
     if result.stopped:
         out.print(f"sweep stopped: {result.stopped}")
     out.print(f"run directory: {run_dir.path}")
@@ -200,6 +211,21 @@ def run(args: argparse.Namespace) -> int:
 def _measured(run_dir: RunDirectory) -> list[Point]:
     """The points recorded in the run directory (all of them, also after an interruption)."""
     return load_points(run_dir.path, iteration=0)
+
+
+def _bottleneck(point: Point) -> str:
+    """Where the best point spent its time: the most saturated node and its costliest rules."""
+    neck = point.bottleneck
+    if neck is None:
+        return ""
+    quota = f" of its {neck.quota:g}-core quota" if neck.quota else " (unthrottled)"
+    rules = ", ".join(f"rule {n} '{head}' {share:.0%}" for n, head, share, _ in neck.top_rules[:3] if share > 0)
+    text = f"bottleneck at the best point: {neck.address} used {neck.cpu:.2f} cores{quota}"
+    if rules:
+        text += f"; its rule time: {rules}"
+    if point.host_saturated:
+        text += f"\nwarning: this machine's CPUs were {point.host_cpu:.0%} busy: quotas no longer emulate separate machines"
+    return text
 
 
 def _table(points: list[Point]) -> Table:
