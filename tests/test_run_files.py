@@ -9,7 +9,7 @@ import pytest
 
 from hydrodeploy.bench.workload import WorkloadSpec, load_workload
 from hydrodeploy.cli.main import main
-from hydrodeploy.deploy.cluster import load_cluster
+from hydrodeploy.deploy.cluster import LOCAL_DEFAULT, load_cluster
 from hydrodeploy.specfile import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +28,10 @@ def test_shipped_workloads_validate(name: str) -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "clusters").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_clusters_validate(path: Path) -> None:
     assert load_cluster(path).name
+
+
+def test_the_default_cluster_is_clusters_local_yaml() -> None:
+    assert load_cluster(ROOT / "clusters" / "local.yaml") == LOCAL_DEFAULT
 
 
 def write(tmp: Path, text: str) -> Path:

@@ -54,6 +54,10 @@ class ClusterSpec(BaseModel):
         return f"{self.name} ({self.kind}, {cpus}{net})"
 
 
+LOCAL_DEFAULT = ClusterSpec(name="local", machine=MachineSpec(cpus=0.25))
+"""The cluster of a run that names none: the same as the shipped ``clusters/local.yaml``."""
+
+
 def load_cluster(path: str | Path) -> ClusterSpec:
     return load_model(path, ClusterSpec)
 

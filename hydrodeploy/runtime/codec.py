@@ -37,7 +37,6 @@ TAG_BYTES = 32
 HEADER = struct.Struct(">IB")  # length, kind
 MIN_BODY = 1 + TAG_BYTES
 MAX_FRAME = 64 * 1024 * 1024
-SCALARS = (int, float, str, bytes, bool, type(None))
 
 Fact = tuple[Any, ...]
 Group = tuple[str, str, list[Fact]]  # (destination address, relation, rows)
@@ -75,15 +74,10 @@ def encode_data(secret: bytes, sender: str, groups: Sequence[Group]) -> tuple[by
     return encode_frame(secret, DATA, b"".join(parts)), sizes
 
 
-def _valid_value(value: Any) -> bool:
-    if isinstance(value, SCALARS):
-        return True
-    return isinstance(value, tuple) and all(_valid_value(v) for v in value)
-
-
 def parse_data(obj: Any) -> tuple[str, list[tuple[str, str, tuple[Fact, ...]]]]:
-    """Check the shape of a decoded DATA payload; every row is a tuple of hashable scalars (or
-    tuples of them), so it can go straight into a fact set."""
+    """Check the shape of a decoded DATA payload: every row is an array whose values are
+    hashable (msgpack decodes arrays to tuples; only maps are unhashable), so it can go straight
+    into a fact set."""
     if not (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], tuple)):
         raise MalformedFrame("DATA payload is not [sender, groups]")
     sender, raw_groups = obj
@@ -97,12 +91,14 @@ def parse_data(obj: Any) -> tuple[str, list[tuple[str, str, tuple[Fact, ...]]]]:
             and isinstance(group[2], tuple)
         ):
             raise MalformedFrame("DATA group is not [destination, relation, rows]")
-        for row in group[2]:
-            if not isinstance(row, tuple):
+        rows = group[2]
+        for row in rows:
+            if type(row) is not tuple:
                 raise MalformedFrame(f"row of '{group[1]}' is not an array")
-            for value in row:
-                if not isinstance(value, SCALARS) and not _valid_value(value):
-                    raise MalformedFrame(f"row of '{group[1]}' holds a {type(value).__name__}")
+        try:
+            hash(rows)  # one C-level pass over every value
+        except TypeError:
+            raise MalformedFrame(f"a row of '{group[1]}' holds a map") from None
         groups.append((group[0], group[1], group[2]))
     return sender, groups
 
