@@ -4,18 +4,22 @@ no process (and no cgroup) behind, and an interrupted run keeps the points it me
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from network_harness import (
     PROTOCOLS,
     ROOT,
+    WINDOWS,
     cgroup_dirs_of,
     descendants,
     pid_in_log,
@@ -23,7 +27,10 @@ from network_harness import (
     wait_gone,
 )
 
-from hydrodeploy.deploy.local import clean_stale
+from hydrodeploy.bench.experiment import Bench
+from hydrodeploy.bench.workload import ClientsSpec
+from hydrodeploy.deploy import ProcessFailure
+from hydrodeploy.deploy.local import LocalCluster, clean_stale
 
 pytestmark = pytest.mark.e2e
 
@@ -133,3 +140,72 @@ def test_killed_orchestrator_takes_every_process_with_it(tmp_path: Path) -> None
     # its cgroups outlive it (empty); the next run removes them
     clean_stale()
     assert cgroup_dirs_of(proc.pid) == []
+
+
+def test_failing_tick_is_reported_with_the_traceback(tmp_path: Path) -> None:
+    """A rule whose Python function raises stops its node with status 3; the run names the node
+    and shows the error from its log."""
+    (tmp_path / "boomfns.py").write_text("def boom(x):\n    raise ValueError(f'boom on {x}')\n")
+    program = tmp_path / "boom.ded"
+    program.write_text(
+        """
+.component server
+.input req(client, id, payload) @ server
+.output resp(id)
+.function boom(x) -> (y) = "boomfns:boom"
+server {
+  resp@client(y) :~ req(client, id, _), boom(id, y).
+}
+"""
+    )
+
+    async def go() -> None:
+        bench = Bench(program, LocalCluster(name="t"), tmp_path / "logs", client_processes=1)
+        try:
+            await bench.start()
+            await bench.point(0, 1, WINDOWS, ClientsSpec())
+        finally:
+            bench.close()
+
+    with pytest.raises(ProcessFailure) as info:
+        asyncio.run(go())
+    failure = info.value
+    assert failure.name == "server/0" and failure.role == "node"
+    assert "exited with status 3" in str(failure)
+    assert any("ValueError: boom on" in line for line in failure.tail)
+
+
+def test_quick_run_of_the_shipped_voting_workload(tmp_path: Path) -> None:
+    """`hydrodeploy run workloads/voting.yaml --quick`: the run directory with results, plot and
+    summary, and no process left behind."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hydrodeploy.cli.main", "run", str(ROOT / "workloads" / "voting.yaml"), "--quick"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children: dict[int, psutil.Process] = {}
+    while proc.poll() is None:  # remember every process the run started
+        children.update((c.pid, c) for c in descendants(proc.pid))
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=NO_HANG_S)
+    assert proc.returncode == 0, err
+    assert len(children) >= 6
+    assert wait_gone(list(children.values())) == []
+    run = (tmp_path / "reports" / "latest").resolve()
+    assert run.parent == tmp_path / "reports" and run.name.endswith("_voting-quick")
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary) == {"protocol", "cluster", "iterations"}
+    assert summary["protocol"] == "voting" and summary["cluster"] == "local"
+    (it,) = summary["iterations"]
+    assert set(it) == {"index", "machines", "max_throughput", "p50_ms", "p99_ms", "predicted_throughput", "rewrite", "kept"}
+    assert it["index"] == 0 and it["machines"] == 4 and it["kept"] is True
+    assert it["predicted_throughput"] is None and it["rewrite"] is None
+    assert it["max_throughput"] > 0 and 0 < it["p50_ms"] <= it["p99_ms"]
+    rows = measured_rows(tmp_path)
+    assert [int(r["clients"]) for r in rows] == [1, 4, 16, 48]
+    assert max(float(r["throughput"]) for r in rows) == it["max_throughput"]
+    assert (run / "throughput_latency.png").read_bytes().startswith(b"\x89PNG")
+    assert (run / "spec.yaml").exists() and (run / "iterations" / "00" / "program.ded").exists()
+    assert "measured points" in out and "bottleneck at the best point: leader/0" in out
