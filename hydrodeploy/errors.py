@@ -64,3 +64,8 @@ class LanguageError(LocatedError):
 class RuntimeFault(HydrodeployError):
     """A program that parsed and checked but failed while running (a Python function raised,
     a destination was not an address, ...)."""
+
+
+class RewriteError(LocatedError):
+    """A rewrite asked for that does not apply (its precondition fails: the message says why and
+    where), or a rewrite target that names nothing in the program."""

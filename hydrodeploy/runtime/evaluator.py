@@ -89,7 +89,8 @@ class NodeEvaluator:
         self.counters = {r.number: RuleCounters() for r in plan.rules}
         plan.bind_routing(topology.route_component, topology.route_partition)
         static: dict[str, set[Fact]] = {rel: set(facts) for rel, facts in plan.facts.items()}
-        static.setdefault("self", set()).add((address,))
+        # A partition of a logical node is that node for the program (runtime/topology.py).
+        static.setdefault("self", set()).add((topology.logical_address(address),))
         static.setdefault("self_index", set()).add((index,))
         for comp, addrs in topology.instances.items():
             static.setdefault(comp, set()).update((a,) for a in addrs)

@@ -1,0 +1,43 @@
+"""Correct-by-construction rewrites of `.ded` programs (TR Appendices A and B).
+
+One module per rewrite, each with ``NAME``, ``check(program, target)`` and
+``apply(program, topology, target)``; :data:`REGISTRY` lists them in the order ``explain`` tries
+them. Decoupling targets are :class:`~.base.Decouple` (which rules move, and the new component's
+name); partitioning targets are :class:`~.base.Partition` (component, key, number of partitions).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from hydrodeploy.rewrites import (
+    cohashing,
+    dependencies,
+    functional,
+    monotonic,
+    mutually_independent,
+)
+from hydrodeploy.rewrites.base import (
+    Applicable,
+    CheckResult,
+    Decouple,
+    NotApplicable,
+    Partition,
+    Target,
+)
+
+DECOUPLING: tuple[ModuleType, ...] = (mutually_independent, functional, monotonic)
+PARTITIONING: tuple[ModuleType, ...] = (cohashing, dependencies)
+REGISTRY: tuple[ModuleType, ...] = DECOUPLING + PARTITIONING
+
+__all__ = [
+    "DECOUPLING",
+    "PARTITIONING",
+    "REGISTRY",
+    "Applicable",
+    "CheckResult",
+    "Decouple",
+    "NotApplicable",
+    "Partition",
+    "Target",
+]

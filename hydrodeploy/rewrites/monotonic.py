@@ -1,0 +1,71 @@
+"""Monotonic decoupling (TR §3.2, Appendix A.2).
+
+Precondition: the rules that stay (C1) are independent of the rules that move (C2), and C2 is
+monotonic (:mod:`hydrodeploy.analysis.monotonicity`: no negation or aggregation beyond the
+report's relaxations — thresholds over growing aggregates, garbage collection of decided keys,
+once-triggers).
+
+Mechanism: Redirection with Persistence. Like functional decoupling (C1 forwards what C2 reads
+from it; other senders are redirected), and C2 keeps every input it ever receives in a persisted
+alias ``<input>_persisted`` that its rules read instead: by the CALM theorem a monotonic C2 then
+produces the same outputs whatever the order and timing of its inputs.
+"""
+
+from __future__ import annotations
+
+from hydrodeploy.analysis.independence import independence
+from hydrodeploy.analysis.monotonicity import monotonicity
+from hydrodeploy.language import ir
+from hydrodeploy.rewrites.base import (
+    Applicable,
+    CheckResult,
+    Decouple,
+    NotApplicable,
+    require,
+    topology_for,
+)
+from hydrodeploy.rewrites.decoupling import Split, build, describe_split, split
+from hydrodeploy.runtime.topology import Topology
+
+NAME = "monotonic decoupling"
+SHORT = "monotonic"
+
+
+def check(program: ir.Program, target: Decouple) -> CheckResult:
+    s = split(program, target, NAME)
+    if isinstance(s, NotApplicable):
+        return s
+    dep = independence(program, target.component, s.kept, s.moved).dependence
+    if dep is not None:
+        return NotApplicable(
+            NAME,
+            target,
+            f"the rules that stay read '{dep.relation}', which the moved rules derive (C1 must be "
+            "independent of C2)",
+            dep.span,
+        )
+    result = monotonicity(program, target.component, s.moved, persisted_inputs=True)
+    if not result.monotonic:
+        return NotApplicable(NAME, target, result.reason or "", result.span)
+    details = describe_split(program, s)
+    relaxed = []
+    if result.thresholds:
+        relaxed.append("thresholds: " + ", ".join(t.aggregate for t in result.thresholds))
+    if result.garbage_collected:
+        relaxed.append("garbage-collected: " + ", ".join(c.relation for c in result.garbage_collected))
+    return Applicable(NAME, target, f"move to new component '{s.name}'", (*details, *relaxed))
+
+
+def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> tuple[ir.Program, Topology]:
+    require(check(program, target), program)
+    s = split(program, target, NAME)
+    assert isinstance(s, Split)
+    out = build(
+        program,
+        s,
+        forwarded=s.forwarded,
+        redirected=s.redirected,
+        persist_inputs=True,
+        comment=f"took over monotonic rules of {s.component}; keeps every input ({NAME})",
+    )
+    return out, topology_for(out, topology)
