@@ -150,7 +150,7 @@ def test_conservative_monotonicity_without_negation_or_aggregation() -> None:
 
 def test_paxos_vote_collection_is_monotonic_with_the_relaxations() -> None:
     program = protocol("paxos")
-    result = monotonicity(program, "proposer", rules_for(program, "proposer", *PAXOS_P2B), persisted_inputs=False)
+    result = monotonicity(program, "proposer", rules_for(program, "proposer", *PAXOS_P2B), persisted=())
     assert result.monotonic, result.reason
     assert not result.conservative
     assert [t.aggregate for t in result.thresholds] == ["votes"]
@@ -179,13 +179,13 @@ def test_an_equality_on_a_count_is_not_a_threshold() -> None:
         }
         """
     )
-    result = monotonicity(program, "l", range(3))
+    result = monotonicity(program, "l", range(3), persisted={"in"})
     assert not result.monotonic and "not a threshold" in (result.reason or "")
 
 
 def test_aggregating_a_transient_relation_is_not_monotonic() -> None:
     program = protocol("voting")
-    result = monotonicity(program, "leader", rules_for(program, "leader", "vote_count", "committed", "client_out"), persisted_inputs=False)
+    result = monotonicity(program, "leader", rules_for(program, "leader", "vote_count", "committed", "client_out"), persisted=())
     assert not result.monotonic and "not kept across ticks" in (result.reason or "")
 
 

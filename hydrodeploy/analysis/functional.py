@@ -32,8 +32,8 @@ class Functional:
 def functional(program: ir.Program, component: str, rules: Iterable[int]) -> Functional:
     """Whether the rules at ``rules`` (positions in the block) form a functional component."""
     ctx = context(program, component)
-    for i in sorted(set(rules)):
-        rule = ctx.rules[i]
+    chosen = [ctx.rules[i] for i in sorted(set(rules))]
+    for rule in chosen:  # aggregation first: it is what most often disqualifies a component
         aggregates = rule.head.aggregates
         if aggregates:
             return Functional(
@@ -41,6 +41,7 @@ def functional(program: ir.Program, component: str, rules: Iterable[int]) -> Fun
                 "input facts together",
                 aggregates[0].span or rule.head.span,
             )
+    for rule in chosen:
         for atom in rule.negated_atoms():
             if ctx.is_idb(atom.relation):
                 return Functional(

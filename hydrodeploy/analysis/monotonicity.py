@@ -2,9 +2,11 @@
 
 A component is monotonic when more input can only ever produce more output, whatever the order
 and timing of the input. The report's strictest sufficient test: (1) every input relation is
-persisted and (2) no rule negates or aggregates. Monotonic decoupling persists every input of the
-decoupled rules itself, so (1) holds by construction for them; this module checks (2) with the
-report's relaxations:
+persisted and (2) no rule negates or aggregates. Here (1) is relaxed to: every input is
+*logically persisted* in the original component (then monotonic decoupling keeps it persisted in
+the new one), or is only accumulated — read alone by a rule adding to a relation that keeps its
+facts (``acks(x) :- ack(x)`` with ``acks`` persisted), which works the same wherever it runs. (2)
+is relaxed as the report allows:
 
 - negation or aggregation over EDB relations (constants, built-ins, static relations) is harmless;
 - **logically persisted** relations — persisted, or derived by monotone rules from logically
@@ -61,16 +63,23 @@ class Monotonicity:
 
 
 def monotonicity(
-    program: ir.Program, component: str, rules: Iterable[int], persisted_inputs: bool = True
+    program: ir.Program, component: str, rules: Iterable[int], persisted: Iterable[str] = ()
 ) -> Monotonicity:
-    """Whether the rules at ``rules`` (positions in the block) are monotonic. With
-    ``persisted_inputs`` their input relations count as persisted (monotonic decoupling persists
-    them)."""
-    return _monotonicity(program, component, frozenset(rules), persisted_inputs)
+    """Whether the rules at ``rules`` (positions in the block) are monotonic, when the input
+    relations in ``persisted`` keep their facts (the others hold only in the tick they arrive)."""
+    return _monotonicity(program, component, frozenset(rules), frozenset(persisted))
+
+
+def logically_persisted(program: ir.Program, component: str) -> frozenset[str]:
+    """Relations of a component whose facts, once there, stay (persisted, or derived monotonically
+    from such relations; garbage-collected ones included, see the module docstring)."""
+    ctx = context(program, component)
+    result = _monotonicity(program, component, frozenset(range(len(ctx.rules))), frozenset())
+    return result.logically_persisted | {c.relation for c in result.garbage_collected}
 
 
 @per_program
-def _monotonicity(program: ir.Program, component: str, chosen: frozenset[int], persisted_inputs: bool) -> Monotonicity:
+def _monotonicity(program: ir.Program, component: str, chosen: frozenset[int], persisted: frozenset[str]) -> Monotonicity:
     ctx = context(program, component)
     refs = references(program, component, chosen)
     kept = carries(ctx, chosen)
@@ -82,7 +91,7 @@ def _monotonicity(program: ir.Program, component: str, chosen: frozenset[int], p
     # (persisted, or persisted with sealed garbage collection) grows with every rule that adds facts
     # from growing relations and at most one transient one; any other relation grows when all its
     # rules are monotone over growing relations.
-    lp: set[str] = set(refs.inputs) if persisted_inputs else set()
+    lp: set[str] = set(refs.inputs & persisted)
     gc: dict[str, Carry] = {}
     changed = True
     while changed:

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 
 from hydrodeploy import __version__
 from hydrodeploy.cli import check as check_cmd
+from hydrodeploy.cli import explain as explain_cmd
+from hydrodeploy.cli import rewrite as rewrite_cmd
 from hydrodeploy.cli import run as run_cmd
 from hydrodeploy.cli import simulate as simulate_cmd
 from hydrodeploy.errors import HydrodeployError, LocatedError
 
-VERBS = (check_cmd, simulate_cmd, run_cmd)
+VERBS = (check_cmd, simulate_cmd, run_cmd, explain_cmd, rewrite_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

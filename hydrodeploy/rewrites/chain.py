@@ -126,3 +126,26 @@ def parse_steps(text: str) -> list[Step]:
             raise RewriteError(f"cannot read step '{line}': expected 'decouple|partition SPEC [--using REWRITE]'", None)
         steps.append(Step(words[0], words[1], words[3] if len(words) == 4 else None))
     return steps
+
+
+def topology_file(program_path: str) -> str:
+    """Where ``hydrodeploy rewrite -o OUT.ded`` records partitions: ``OUT.topology.json``."""
+    return program_path[: -len(".ded")] + ".topology.json" if program_path.endswith(".ded") else program_path + ".topology.json"
+
+
+def load_topology(program: ir.Program, program_path: str) -> Topology:
+    """The topology written next to a rewritten program (no file: every instance whole)."""
+    import json
+    from pathlib import Path
+
+    path = Path(topology_file(program_path))
+    if not path.exists():
+        return Topology.of(program)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    counts = data.get("partitions", {})
+    if not isinstance(counts, dict) or not all(isinstance(v, int) and v >= 1 for v in counts.values()):
+        raise RewriteError(f"{path}: 'partitions' must map components to positive integers", None)
+    unknown = [c for c in counts if program.component(c) is None]
+    if unknown:
+        raise RewriteError(f"{path}: no component '{unknown[0]}' in the program", None)
+    return Topology.of(program, counts)

@@ -215,20 +215,17 @@ def build(
     extra_c2: list[ir.Rule] = []
     persisted: list[str] = []
     if persist_inputs:
-        inputs = [channel[r] for r in forwarded] + redirected
-        for rel in inputs:
+        for rel in [channel[r] for r in forwarded]:
             alias = m.unique(program, f"{rel}_persisted", taken)
             taken.add(alias)
-            names = m.attribute_names(program, rel) if rel in redirected else m.attribute_names(
-                program, next(k for k, v in channel.items() if v == rel)
-            )
+            names = m.attribute_names(program, next(k for k, v in channel.items() if v == rel))
             terms = m.var_terms(names)
             extra_c2.append(
                 ir.Rule(
                     ir.Head(alias, terms),
                     ir.RuleKind.SYNC,
                     (ir.Atom(rel, terms),),
-                    comment=f"every '{rel}' ever received, kept (monotonic decoupling persists inputs)",
+                    comment=f"every '{rel}' ever received, kept: it was persisted where it came from",
                 )
             )
             moved_rules = [m.rename_atoms(r, rel, alias) for r in moved_rules]

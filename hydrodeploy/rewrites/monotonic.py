@@ -1,20 +1,22 @@
 """Monotonic decoupling (TR §3.2, Appendix A.2).
 
-Precondition: the rules that stay (C1) are independent of the rules that move (C2), and C2 is
-monotonic (:mod:`hydrodeploy.analysis.monotonicity`: no negation or aggregation beyond the
-report's relaxations — thresholds over growing aggregates, garbage collection of decided keys,
-once-triggers).
+Precondition: the rules that stay (C1) are independent of the rules that move (C2); every relation
+C2 reads from C1 is logically persisted in the original component (once a fact is there, it stays);
+and C2 is monotonic (:mod:`hydrodeploy.analysis.monotonicity`: no negation or aggregation beyond
+the report's relaxations — thresholds over growing aggregates, garbage collection of decided keys,
+once-triggers — and inputs that are not persisted only accumulated).
 
 Mechanism: Redirection with Persistence. Like functional decoupling (C1 forwards what C2 reads
-from it; other senders are redirected), and C2 keeps every input it ever receives in a persisted
-alias ``<input>_persisted`` that its rules read instead: by the CALM theorem a monotonic C2 then
-produces the same outputs whatever the order and timing of its inputs.
+from it; other senders are redirected), and C2 keeps every forwarded fact in a persisted alias
+``<input>_persisted`` that its rules read instead: the forwarded relations stay persisted, as they
+were in the original, and by the CALM theorem a monotonic C2 produces the same outputs whatever
+the order and timing in which they arrive.
 """
 
 from __future__ import annotations
 
 from hydrodeploy.analysis.independence import independence
-from hydrodeploy.analysis.monotonicity import monotonicity
+from hydrodeploy.analysis.monotonicity import logically_persisted, monotonicity
 from hydrodeploy.language import ir
 from hydrodeploy.rewrites.base import (
     Applicable,
@@ -44,7 +46,18 @@ def check(program: ir.Program, target: Decouple) -> CheckResult:
             "independent of C2)",
             dep.span,
         )
-    result = monotonicity(program, target.component, s.moved, persisted_inputs=True)
+    kept = logically_persisted(program, target.component)
+    for rel in sorted(s.forwarded):
+        if rel not in kept:
+            return NotApplicable(
+                NAME,
+                target,
+                f"the moved rules read '{rel}' from the rules that stay, and it is not logically "
+                "persisted (its facts do not stay): after decoupling they would meet other facts than "
+                "in the original",
+                s.spans.get(f"moved:{rel}"),
+            )
+    result = monotonicity(program, target.component, s.moved, persisted=s.forwarded)
     if not result.monotonic:
         return NotApplicable(NAME, target, result.reason or "", result.span)
     details = describe_split(program, s)

@@ -241,14 +241,32 @@ def check_policy(program: ir.Program, target: Partition, name: str, dependencies
     trial = route(program, target.component, policy)
     if isinstance(trial, Obstacle):
         return NotApplicable(name, target, trial.reason, trial.span)
-    keys = sorted(set(policy.rule_keys.values()))
+    keys = sorted(set(policy.rule_keys.values())) or [
+        _attr_name(program, rel, expr) for rel, expr in sorted(policy.relations.items())
+    ]
     how = "instances" if decl.instances == 1 else f"partitions of each of its {decl.instances} instances"
+    details = [f"policy: {policy.describe()}"]
+    if target.key is None:
+        options = {
+            _attr_name(program, rel, expr)
+            for rel, exprs in search.candidates.items()
+            for expr in exprs
+            if rel in {s[2].head.relation for s in senders(program, target.component)}
+        }
+        if len(options) > 1:
+            details.append(f"other keys: {', '.join(sorted(options - set(keys)))}")
     return Applicable(
         name,
         target,
-        f"partition '{target.component}' into {target.partitions} {how} on {', '.join(keys) or 'its key'}",
-        (f"policy: {policy.describe()}",),
+        f"partition '{target.component}' into {target.partitions} {how} on {', '.join(dict.fromkeys(keys))}",
+        tuple(details),
     )
+
+
+def _attr_name(program: ir.Program, relation: str, expr: PartitionExpr) -> str:
+    names = m.attribute_names(program, relation)
+    base = names[expr.attr] if expr.attr < len(names) else f"{relation}.{expr.attr}"
+    return base if expr.fn is None else f"{expr.fn}({base})"
 
 
 def partition(

@@ -1,0 +1,95 @@
+"""Which rewrites apply to a program, and why the others do not (the data behind ``hydrodeploy
+explain``).
+
+For every component, decoupling is tried on a few candidate rule sets:
+
+- each group of rules sharing no relation with the others (mutually independent candidates);
+- each asynchronous rule on its own (a send: functional or monotonic candidates);
+- each asynchronous rule with everything it needs (its upstream closure: asymmetric candidates).
+
+Partitioning is tried for the component as a whole with every partitioning rewrite. Each attempt
+is reported as applicable (with what would happen) or not (with the reason and the source span).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hydrodeploy.analysis.context import context
+from hydrodeploy.analysis.references import clusters, upstream_closure
+from hydrodeploy.language import ir
+from hydrodeploy.rewrites import DECOUPLING, PARTITIONING
+from hydrodeploy.rewrites.base import CheckResult, Decouple, Partition
+from hydrodeploy.rewrites.decoupling import default_name
+
+EXAMPLE_PARTITIONS = 3
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One rewrite tried on one target."""
+
+    rules: tuple[str, ...]  # describes what moves ("ballot (line 22)"), empty for partitioning
+    result: CheckResult
+
+
+@dataclass(frozen=True)
+class ComponentReport:
+    component: str
+    instances: int
+    rules: int
+    decoupling: tuple[Attempt, ...]
+    partitioning: tuple[Attempt, ...]
+
+
+def candidate_sets(program: ir.Program, component: str) -> list[frozenset[int]]:
+    ctx = context(program, component)
+    dynamic = frozenset(i for i, r in enumerate(ctx.rules) if r.head.relation not in ctx.static)
+    out: list[frozenset[int]] = []
+    groups = clusters(program, component)
+    if len(groups) > 1:
+        out.extend(groups)
+    for i, rule in enumerate(ctx.rules):
+        if rule.kind is ir.RuleKind.ASYNC:
+            out.append(frozenset({i}))
+            out.append(upstream_closure(program, component, {i}) & dynamic)
+    unique: list[frozenset[int]] = []
+    for s in out:
+        if s and s != dynamic and s not in unique:
+            unique.append(s)
+    return sorted(unique, key=lambda s: (min(s), len(s)))
+
+
+def describe_rules(program: ir.Program, component: str, rules: frozenset[int]) -> tuple[str, ...]:
+    ctx = context(program, component)
+    out = []
+    for i in sorted(rules):
+        rule = ctx.rules[i]
+        where = f" (line {rule.span.line})" if rule.span is not None else ""
+        out.append(f"{rule.head.relation}{where}")
+    return tuple(out)
+
+
+def explain(program: ir.Program, component: str | None = None) -> list[ComponentReport]:
+    names = [c.name for c in program.components]
+    if component is not None:
+        names = [component]
+    reports: list[ComponentReport] = []
+    for name in names:
+        decl = program.component(name)
+        if decl is None:
+            continue
+        ctx = context(program, name)
+        attempts: list[Attempt] = []
+        for rules in candidate_sets(program, name):
+            target = Decouple(name, rules, default_name(program, name, rules))
+            described = describe_rules(program, name, rules)
+            for mod in DECOUPLING:
+                attempts.append(Attempt(described, mod.check(program, target)))
+        partitions: list[Attempt] = []
+        if ctx.rules:
+            target_p = Partition(name, None, EXAMPLE_PARTITIONS)
+            for mod in PARTITIONING:
+                partitions.append(Attempt((), mod.check(program, target_p)))
+        reports.append(ComponentReport(name, decl.instances, len(ctx.rules), tuple(attempts), tuple(partitions)))
+    return reports

@@ -1,0 +1,104 @@
+"""`hydrodeploy explain` and `hydrodeploy rewrite`: what they print, the negative cases the issue
+asks `explain` to explain (with their source locations), and user mistakes as one located error
+line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hydrodeploy.cli.main import main
+from hydrodeploy.language import load_program
+
+ROOT = Path(__file__).resolve().parents[1]
+VOTING = str(ROOT / "protocols" / "voting.ded")
+PAXOS = str(ROOT / "protocols" / "paxos.ded")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_explain_lists_applicable_rewrites_with_their_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "explain", VOTING)
+    assert code == 0
+    assert "+ functional decoupling of ballot (line 22): move to new component 'leader_broadcaster'" in out
+    assert "+ mutually-independent decoupling of votes (line 26), votes (line 27), vote_count (line 31)" in out
+    assert "+ partitioning with co-hashing: partition 'participant' into 3 partitions of each of its 3 instances" in out
+
+
+def test_explain_says_the_client_facing_leader_is_never_partitioned(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "explain", VOTING, "--component", "leader")
+    line = next(ln for ln in out.splitlines() if "- partitioning with co-hashing" in ln)
+    assert "'leader' receives 'client_in' from external clients" in line
+    assert line.endswith(f"[{VOTING}:17:1]")
+
+
+def test_explain_says_why_paxos_acceptors_cannot_be_co_hashed(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "explain", PAXOS, "--component", "acceptor")
+    line = next(ln for ln in out.splitlines() if "- partitioning with co-hashing" in ln)
+    assert "'max_ballot' is the max of all facts of ballot_seen (no group-by key)" in line
+    assert line.endswith(f"[{PAXOS}:187:3]")
+
+
+def test_explain_says_a_component_with_aggregation_is_not_functional(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "explain", VOTING, "--component", "leader")
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("- functional decoupling of votes"))
+    assert "'vote_count' aggregates (count)" in line
+    assert line.endswith(f"[{VOTING}:31:35]")
+
+
+def test_explain_unknown_component_is_a_user_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "explain", VOTING, "--component", "nope")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "no component 'nope'" in err
+
+
+def test_rewrite_applies_verifies_and_writes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out_path = tmp_path / "scaled.ded"
+    code, out, _ = run(
+        capsys,
+        "rewrite",
+        VOTING,
+        "--decouple",
+        "leader:votes,vote_count,committed,client_out:leader_collector",
+        "--partition",
+        "participant:id:2",
+        "--seeds",
+        "3",
+        "-o",
+        str(out_path),
+    )
+    assert code == 0, out
+    assert "mutually-independent decoupling" in out and "partitioning with co-hashing" in out
+    assert "verified: equivalent over 3 seeds" in out
+    program = load_program(str(out_path))
+    assert program.component("leader_collector") is not None
+    assert json.loads((tmp_path / "scaled.topology.json").read_text()) == {"partitions": {"participant": 2}}
+
+
+def test_rewrite_whose_precondition_fails_is_one_located_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "rewrite", VOTING, "--decouple", "leader:vote_count:counter", "-o", str(tmp_path / "x.ded"))
+    assert code == 2
+    first = err.splitlines()[0]
+    assert first.startswith(f"{VOTING}:") and ": error: decouple leader:vote_count:counter:" in first
+    assert not (tmp_path / "x.ded").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--decouple", "leader"], "expected COMPONENT:RULES[:NAME]"),
+        (["--decouple", "leader:nothing"], "no rule of 'leader' derives 'nothing'"),
+        (["--partition", "participant:id:x"], "expected COMPONENT:KEY:N"),
+        (["--partition", "ghost:id:2"], "no component 'ghost'"),
+    ],
+)
+def test_rewrite_malformed_targets_are_user_errors(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code, _, err = run(capsys, "rewrite", VOTING, *argv)
+    assert code == 2
+    assert message in err.splitlines()[0]
