@@ -46,3 +46,27 @@ def test_a_partition_is_its_logical_node_and_keys_pick_partitions() -> None:
     worker = NodeEvaluator(plans["worker"], "worker/1#1", 1, topology)
     reply = worker.tick(worker.initial_state(), [("job", ("client/0", 7))]).outbox
     assert reply == [("client/0", "client_out", (7, "worker/1", 1))]
+
+
+def test_self_partition_tells_partitions_apart() -> None:
+    program = load_source(
+        """
+        .component sender
+        .component worker 2
+        .input client_in(client, id) @ sender
+        .output client_out(id, part)
+        sender {
+          job@w[id](client, id) :~ client_in(client, id), worker(w).
+        }
+        worker {
+          client_out@client(id, j) :~ job(client, id), self_partition(j).
+        }
+        """
+    )
+    plans = compile_program(program)
+    whole = Topology.of(program)
+    split = Topology.of(program, {"worker": 3})
+    for topology, address, expected in ((whole, "worker/1", 0), (split, "worker/1#2", 2)):
+        worker = NodeEvaluator(plans["worker"], address, 1, topology)
+        reply = worker.tick(worker.initial_state(), [("job", ("client/0", 5))]).outbox
+        assert reply == [("client/0", "client_out", (5, expected))]

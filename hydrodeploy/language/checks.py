@@ -140,6 +140,8 @@ def _builtin_meaning(program: ir.Program, name: str) -> str:
         return "the address of this instance"
     if name == "self_index":
         return "the index of this instance"
+    if name == "self_partition":
+        return "the index of this partition of the instance"
     for component in program.components:
         if name == component.name:
             return f"the addresses of the instances of component '{name}'"
@@ -267,7 +269,7 @@ def check_builtin_names(program: ir.Program) -> None:
     names = {c.name for c in program.components}
     for component in sorted(program.components, key=lambda c: _pos(c.span)):
         span = _decl_name_span(program, component.span, component.name)
-        if component.name in ("self", "self_index"):
+        if component.name in ("self", "self_index", "self_partition"):
             raise _error(
                 program,
                 f"component name '{component.name}' clashes with the built-in relation "

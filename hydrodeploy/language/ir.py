@@ -329,8 +329,9 @@ class Program:
 
 def builtin_relations(program: Program) -> dict[str, int]:
     """Relations every component can read, with their arities: ``<component>(addr)``,
-    ``<component>_count(n)`` for each declared component, ``self(addr)``, ``self_index(i)``."""
-    out: dict[str, int] = {"self": 1, "self_index": 1}
+    ``<component>_count(n)`` for each declared component, ``self(addr)``, ``self_index(i)``,
+    ``self_partition(j)``."""
+    out: dict[str, int] = {"self": 1, "self_index": 1, "self_partition": 1}
     for c in program.components:
         out[c.name] = 1
         out[f"{c.name}_count"] = 1

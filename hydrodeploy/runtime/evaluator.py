@@ -92,6 +92,7 @@ class NodeEvaluator:
         # A partition of a logical node is that node for the program (runtime/topology.py).
         static.setdefault("self", set()).add((topology.logical_address(address),))
         static.setdefault("self_index", set()).add((index,))
+        static.setdefault("self_partition", set()).add((topology.partition_index(address),))
         for comp, addrs in topology.instances.items():
             static.setdefault(comp, set()).update((a,) for a in addrs)
             static.setdefault(f"{comp}_count", set()).add((len(addrs),))

@@ -84,6 +84,13 @@ class Topology:
                 return logical
         return address
 
+    def partition_index(self, address: str) -> int:
+        """Which partition of its instance a node is (0 for an instance that is not split)."""
+        for parts in self.partitions.values():
+            if address in parts:
+                return parts.index(address)
+        return 0
+
     def partition_counts(self) -> dict[str, int]:
         """Components whose instances are partitioned, with the number of partitions each."""
         out: dict[str, int] = {}
