@@ -29,6 +29,7 @@ from hydrodeploy.runtime.topology import Topology
 from hydrodeploy.simulate.clients import ClientProtocol
 
 START_DELAY_S = 0.3  # between sending a load and its start: every client process gets it first
+RESULT_SLACK_S = 30.0  # how long after its windows a client process may take to report a point
 
 
 def host_busy(before: Any, after: Any) -> float:
@@ -164,7 +165,7 @@ class Bench:
             )
             loads.append((name, {"t": "load", **asdict(params)}))
         busy = [(name, msg) for name, msg in loads if msg["clients"]]
-        results = asyncio.ensure_future(self._loads(busy))
+        results = asyncio.ensure_future(self._loads(busy, START_DELAY_S + windows.total_s))
         try:
             loop = asyncio.get_running_loop()
             mono_start = loop.time() + (start_at - time.time())
@@ -182,10 +183,14 @@ class Bench:
         usage = node_usage(before, after, quotas, throttle_before, throttle_after)
         return summarize(index, clients, repeat, raw, usage, host_busy(host_before, host_after)), raw
 
-    async def _loads(self, loads: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    async def _loads(self, loads: Sequence[tuple[str, dict[str, Any]]], seconds: float) -> list[dict[str, Any]]:
+        """Send every client process its load; their results (each at most ``seconds`` + slack
+        away: a client process that never reports is an error, not a hang)."""
+        names = [name for name, _ in loads]
+        msgs = dict(loads)
         dep = self.deployment
-        replies = await asyncio.gather(*(dep.request(name, msg, "result") for name, msg in loads))
-        return list(replies)
+        futs = [dep.request(name, msgs[name], "result", timeout=seconds + RESULT_SLACK_S) for name in names]
+        return list(await asyncio.gather(*futs))
 
     async def stop(self) -> dict[str, dict[str, Any]]:
         """Stop gracefully; the nodes' final counters."""

@@ -31,6 +31,7 @@ from hydrodeploy.runtime.transport import ControlChannel, Directory, Endpoint
 T = TypeVar("T")
 Role = Literal["node", "clients"]
 POLL_S = 0.1
+REPLY_TIMEOUT_S = 30.0
 
 
 class ProcessFailure(DeployError):
@@ -247,12 +248,25 @@ class Deployment:
         peer.channel.send(msg)
         return fut
 
-    async def request(self, name: str, msg: dict[str, Any], reply: str) -> dict[str, Any]:
-        return await self.guard(self._send_expect(self.peers[name], msg, reply))
+    async def request(self, name: str, msg: dict[str, Any], reply: str, timeout: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
+        """Send ``msg`` to one process and wait for its ``reply``-typed answer."""
+        replies = await self.request_many([name], msg, reply, timeout)
+        return replies[name]
 
-    async def request_many(self, names: Sequence[str], msg: dict[str, Any], reply: str) -> dict[str, dict[str, Any]]:
+    async def request_many(
+        self, names: Sequence[str], msg: dict[str, Any], reply: str, timeout: float = REPLY_TIMEOUT_S
+    ) -> dict[str, dict[str, Any]]:
+        """Send ``msg`` to each process and wait for every answer; a process that does not answer
+        within ``timeout`` seconds (wedged) is a DeployError naming it, never a hang."""
         futs = [self._send_expect(self.peers[n], msg, reply) for n in names]
-        results = await self.guard(asyncio.gather(*futs))
+        try:
+            results = await self.guard(asyncio.wait_for(asyncio.gather(*futs), timeout))
+        except TimeoutError:
+            silent = [n for n, f in zip(names, futs, strict=True) if not f.done()]
+            raise DeployError(
+                f"no '{reply}' from {', '.join(silent)} within {timeout:g} s (the process is running but wedged); "
+                f"its log: {self.log_dir / (_file_name(silent[0]) + '.log')}"
+            ) from None
         return dict(zip(names, results, strict=True))
 
     async def metrics(self) -> dict[str, dict[str, Any]]:
