@@ -166,7 +166,7 @@ def run_workload(args: argparse.Namespace) -> int:
         throughput_latency(
             points,
             run_dir.path / "throughput_latency.png",
-            f"{workload.protocol_name()} on {cluster_spec.describe()}",
+            f"{workload.protocol_name()} on cluster {cluster_spec.describe()}",
             f"{machines} nodes, {workload.clients.processes} client processes",
         )
         out.print(_table(points))
