@@ -140,6 +140,13 @@ def _static_relations(
     return frozenset(static), frozenset(portable)
 
 
+def node_local(program: ir.Program, relation: str) -> bool:
+    """Bookkeeping of the batching rewrite (``<component>_batch_...``, see
+    :mod:`hydrodeploy.rewrites.batching`): sequence numbers and acknowledgements that each node —
+    each partition of a partitioned component — keeps for itself, not data to partition."""
+    return any(relation.startswith(f"{c.name}_batch_") for c in program.components)
+
+
 def persistence_rule(program: ir.Program, relation: str, arity: int) -> ir.Rule:
     """``relation(v0, ...) :+ relation(v0, ...)``, the rule ``.persist relation`` stands for."""
     decl = next((p for p in program.persists if p.relation == relation), None)

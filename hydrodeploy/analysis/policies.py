@@ -11,7 +11,8 @@ negated) and of its head (when the head stays in the component) must denote the 
 rule's *key*. With **co-hashing** (§4.1) values are compared through shared variables only; with
 **dependencies** (§4.2) also through function atoms, ``x = y`` and the relations' FDs
 (:mod:`.dependencies`), which is what co-partition dependencies amount to. An aggregate's key must
-be one of its group-by terms.
+be one of its group-by terms. Node-local bookkeeping of the batching rewrite is not data: every
+partition keeps its own, so it constrains nothing.
 
 The search is constraint propagation: every relation starts with all its partition expressions;
 each rule keeps, for each of its atoms, those that can agree with some expression of every other
@@ -25,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from hydrodeploy.analysis.context import ComponentContext, arity_of, context
+from hydrodeploy.analysis.context import ComponentContext, arity_of, context, node_local
 from hydrodeploy.analysis.dependencies import (
     Closure,
     Term,
@@ -115,7 +116,13 @@ def _find_policy(program: ir.Program, component: str, key: str | None, dependenc
         unary = []
     views = _views(ctx, functions, fds)
     relations = sorted(
-        {a.relation for r in ctx.rules if r.head.relation not in ctx.static for a in ctx.idb_atoms(r)}
+        {
+            a.relation
+            for r in ctx.rules
+            if r.head.relation not in ctx.static and not node_local(program, r.head.relation)
+            for a in ctx.idb_atoms(r)
+            if not node_local(program, a.relation)
+        }
         | {name for v in views for name, _, _ in v.atoms}
     )
     cands: dict[str, set[PartitionExpr]] = {}
@@ -160,10 +167,10 @@ def _views(
 ) -> list[_RuleView]:
     views: list[_RuleView] = []
     for i, rule in enumerate(ctx.rules):
-        if rule.head.relation in ctx.static:
+        if rule.head.relation in ctx.static or node_local(ctx.program, rule.head.relation):
             continue
         atoms: list[tuple[str, tuple[ir.BodyTerm, ...] | tuple[ir.HeadTerm, ...], Span | None]] = [
-            (a.relation, a.terms, a.span) for a in ctx.idb_atoms(rule)
+            (a.relation, a.terms, a.span) for a in ctx.idb_atoms(rule) if not node_local(ctx.program, a.relation)
         ]
         if rule.kind is not ir.RuleKind.ASYNC:
             atoms.append((rule.head.relation, rule.head.terms, rule.head.span))

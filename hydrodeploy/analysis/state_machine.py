@@ -168,7 +168,9 @@ def _no_change_ok(
     if carry is not None and not carry.garbage_collected:
         others = [r for r in defs if r != carry.rule]
         if all(r.kind is not ir.RuleKind.NEXT for r in others):
-            return all(fed_by_input(r) for r in others)  # (1) with (3)
+            # (1) with (3); a same-tick rule over steady relations adds only what it added in
+            # the previous tick, which the relation kept
+            return all(fed_by_input(r) or steady_body(r) for r in others)
         if settling or rel in recorded:
             # a persisted relation adding facts at the next tick from input-driven relations settles
             return all(fed_by_input(r) or steady_body(r) for r in others)

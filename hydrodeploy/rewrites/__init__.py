@@ -11,6 +11,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from hydrodeploy.rewrites import (
+    asymmetric,
     cohashing,
     dependencies,
     functional,
@@ -26,7 +27,7 @@ from hydrodeploy.rewrites.base import (
     Target,
 )
 
-DECOUPLING: tuple[ModuleType, ...] = (mutually_independent, functional, monotonic)
+DECOUPLING: tuple[ModuleType, ...] = (mutually_independent, functional, monotonic, asymmetric)
 PARTITIONING: tuple[ModuleType, ...] = (cohashing, dependencies)
 REGISTRY: tuple[ModuleType, ...] = DECOUPLING + PARTITIONING
 

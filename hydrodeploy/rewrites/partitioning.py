@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from hydrodeploy.analysis.context import context
+from hydrodeploy.analysis.context import context, node_local
 from hydrodeploy.analysis.policies import PartitionExpr, Policy, find_policy
 from hydrodeploy.errors import RewriteError, Span
 from hydrodeploy.language import ir
@@ -49,6 +49,8 @@ def senders(program: ir.Program, component: str) -> list[tuple[str, int, ir.Rule
     out: list[tuple[str, int, ir.Rule]] = []
     for block in program.blocks:
         for i, rule in enumerate(block.rules):
+            if node_local(program, rule.head.relation):
+                continue  # batching bookkeeping is routed by stream already
             if rule.kind is ir.RuleKind.ASYNC and rule.head.relation in reads and rule.head.dest is not None:
                 out.append((block.component, i, rule))
     return out
@@ -79,6 +81,8 @@ def obstacles(program: ir.Program, component: str) -> Obstacle | None:
                     )
     for block in program.blocks:
         for rule in block.rules:
+            if node_local(program, rule.head.relation):
+                continue
             if rule.kind is ir.RuleKind.ASYNC and rule.head.dest is not None and rule.head.dest.keys is not None:
                 dest = rule.head.dest
                 if dest.target == component and not single:

@@ -43,6 +43,9 @@ SETTINGS = {
     # Replies are sent once (a lost reply is never repeated), so no loss; acknowledgements are
     # persisted and forwarded every tick, so keep the run short.
     "monotonic": Setting(loss=False, requests=20),
+    # Replies are sent once, and a lost batch message stalls its stream for good (the fault model
+    # of the report: general omission), so no loss.
+    "asymmetric": Setting(loss=False, requests=30),
 }
 
 

@@ -1,0 +1,271 @@
+"""Sequenced batches between two components, and outputs held until a batch is acknowledged
+(TR Appendix A.4.2 "Batching" and A.5.1 "Batch Acknowledgement"), written in `.ded`.
+
+The *sender* numbers the ticks in which it relays facts to the *receiver*: every such tick is one
+batch, numbered 0, 1, 2, ... per sending node; each relayed fact carries ``(stream, batch)``, and a
+header per batch carries its size and the previous batch's number. The stream is the sender's
+``self_partition``, so that the partitions of a partitioned sender are separate streams. The
+receiver buffers facts until a batch is complete and the stream's previous batch was processed,
+then makes the whole batch visible in one tick (one batch per stream per tick) — so it processes
+what the sender relayed with the sender's grouping and order, whatever the network did.
+
+With acknowledgements the receiver answers each processed batch, and the sender holds each of its
+other outputs until the latest batch it had sent when the output was derived is acknowledged
+(outputs derived before any batch go at once).
+
+Every relation of the machinery is named ``<sender>_batch_...``; analyses treat those as
+node-local bookkeeping (each partition of a sender has its own), see :func:`is_machinery`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hydrodeploy.analysis.context import node_local
+from hydrodeploy.language import ir
+from hydrodeploy.rewrites import mechanics as m
+
+V = ir.Var
+
+
+def prefix(sender: str) -> str:
+    return f"{sender}_batch"
+
+
+def is_machinery(program: ir.Program, relation: str) -> bool:
+    """Whether ``relation`` belongs to batching machinery (named ``<component>_batch_...``)."""
+    return node_local(program, relation)
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """A relation the receiver reads, relayed from the sender: ``body`` produces its facts at the
+    sender (the channel itself, or the body of a rule deriving it), with values ``terms``."""
+
+    relation: str
+    terms: tuple[ir.HeadTerm, ...]
+    body: tuple[ir.Literal, ...]
+
+
+def _rule(head: str, terms: Sequence[ir.HeadTerm], kind: ir.RuleKind, body: Sequence[ir.Literal], dest: ir.Dest | None = None, comment: str | None = None) -> ir.Rule:
+    return ir.Rule(ir.Head(head, tuple(terms), dest), kind, tuple(body), comment=comment)
+
+
+def _atom(rel: str, *terms: ir.BodyTerm, negated: bool = False) -> ir.Atom:
+    return ir.Atom(rel, tuple(terms), negated=negated)
+
+
+def sender_rules(
+    sender: str, relayed: Sequence[Relayed], to_receiver: Sequence[ir.Literal], dest_var: str
+) -> list[ir.Rule]:
+    """Rules for the sender: count what is relayed this tick, number the batch, relay the facts
+    and the header to the node bound to ``dest_var`` by ``to_receiver``."""
+    p = prefix(sender)
+    n, size, prev, c, j = V("n"), V("size"), V("prev"), V("c"), V("j")
+    out: list[ir.Rule] = []
+    for r in relayed:
+        count_rel = f"{p}_count_{r.relation}"
+        out.append(
+            _rule(
+                count_rel,
+                (ir.Aggregate("count", None),),
+                ir.RuleKind.SYNC,
+                r.body,
+                comment=f"how many '{r.relation}' facts this tick's batch relays",
+            )
+        )
+    if len(relayed) == 1:
+        out.append(_rule(f"{p}_size", (c,), ir.RuleKind.SYNC, (_atom(f"{p}_count_{relayed[0].relation}", c),)))
+    else:
+        for r in relayed:
+            out.append(
+                _rule(f"{p}_part", (ir.Const(r.relation), c), ir.RuleKind.SYNC, (_atom(f"{p}_count_{r.relation}", c),))
+            )
+        out.append(
+            _rule(f"{p}_size", (ir.Aggregate("sum", c),), ir.RuleKind.SYNC, (_atom(f"{p}_part", V("r"), c),))
+        )
+    out += [
+        _rule(f"{p}_last", (n,), ir.RuleKind.SYNC, (_atom(f"{p}_sent", n),), comment="batches sent so far: the last number (-1: none)"),
+        _rule(f"{p}_prev", (ir.Aggregate("max", n),), ir.RuleKind.SYNC, (_atom(f"{p}_last", n),)),
+        _rule(
+            f"{p}_number",
+            (n,),
+            ir.RuleKind.SYNC,
+            (_atom(f"{p}_size", ir.Wildcard()), _atom(f"{p}_prev", prev), ir.Assign(n, ir.BinOp("+", prev, ir.Const(1)))),
+            comment="a tick that relays anything sends the next batch",
+        ),
+        _rule(f"{p}_sent", (n,), ir.RuleKind.NEXT, (_atom(f"{p}_number", n),)),
+        _rule(f"{p}_sent", (n,), ir.RuleKind.NEXT, (_atom(f"{p}_prev", n),)),
+        _rule(
+            f"{p}_header",
+            (j, n, size, prev),
+            ir.RuleKind.ASYNC,
+            (_atom(f"{p}_number", n), _atom(f"{p}_size", size), _atom(f"{p}_prev", prev), _atom("self_partition", j), *to_receiver),
+            ir.Dest(dest_var),
+            comment="each batch announces its size and the batch before it, on this node's stream j",
+        ),
+    ]
+    for r in relayed:
+        values = tuple(r.terms)
+        out.append(
+            _rule(
+                f"{p}_{r.relation}",
+                (j, n, *values),
+                ir.RuleKind.ASYNC,
+                (*r.body, _atom(f"{p}_number", n), _atom("self_partition", j), *to_receiver),
+                ir.Dest(dest_var),
+                comment=f"relay '{r.relation}' in this tick's batch",
+            )
+        )
+    return out
+
+
+def sender_facts(sender: str) -> list[ir.Fact]:
+    p = prefix(sender)
+    return [ir.Fact(ir.Atom(f"{p}_sent", (ir.Const(-1),)))]
+
+
+def receiver_rules(
+    sender: str, relayed: Sequence[tuple[str, Sequence[str]]], ack_to: Sequence[ir.Literal] | None, ack_var: str
+) -> list[ir.Rule]:
+    """Rules for the receiver: buffer relayed facts, process complete batches in order (one per
+    stream per tick) as facts of the relayed relations, and acknowledge them to the node bound to
+    ``ack_var`` by ``ack_to`` (partition ``j``, the stream), when ``ack_to`` is given."""
+    p = prefix(sender)
+    j, n, size, prev, c = V("j"), V("n"), V("size"), V("prev"), V("c")
+    out: list[ir.Rule] = []
+    for rel, names in relayed:
+        vs = tuple(V(x) for x in names)
+        buf = f"{p}_buffer_{rel}"
+        out += [
+            _rule(buf, (j, n, *vs), ir.RuleKind.SYNC, (_atom(f"{p}_{rel}", j, n, *vs),), comment=f"relayed '{rel}' facts wait for their batch"),
+            _rule(buf, (j, n, *vs), ir.RuleKind.NEXT, (_atom(buf, j, n, *vs), _atom(f"{p}_ready", j, n, negated=True))),
+            _rule(f"{p}_arrived_{rel}", (j, n, ir.Aggregate("count", None)), ir.RuleKind.SYNC, (_atom(buf, j, n, *vs),)),
+        ]
+    if len(relayed) == 1:
+        out.append(_rule(f"{p}_arrived", (j, n, c), ir.RuleKind.SYNC, (_atom(f"{p}_arrived_{relayed[0][0]}", j, n, c),)))
+    else:
+        for rel, _ in relayed:
+            out.append(
+                _rule(f"{p}_arrived_part", (j, n, ir.Const(rel), c), ir.RuleKind.SYNC, (_atom(f"{p}_arrived_{rel}", j, n, c),))
+            )
+        out.append(
+            _rule(f"{p}_arrived", (j, n, ir.Aggregate("sum", c)), ir.RuleKind.SYNC, (_atom(f"{p}_arrived_part", j, n, V("r"), c),))
+        )
+    out += [
+        _rule(f"{p}_headers", (j, n, size, prev), ir.RuleKind.SYNC, (_atom(f"{p}_header", j, n, size, prev),)),
+        _rule(
+            f"{p}_headers",
+            (j, n, size, prev),
+            ir.RuleKind.NEXT,
+            (_atom(f"{p}_headers", j, n, size, prev), _atom(f"{p}_ready", j, n, negated=True)),
+        ),
+        _rule(
+            f"{p}_ready",
+            (j, n),
+            ir.RuleKind.SYNC,
+            (_atom(f"{p}_headers", j, n, size, ir.Const(-1)), _atom(f"{p}_arrived", j, n, size)),
+            comment="a stream's first batch is ready once all its facts arrived",
+        ),
+        _rule(
+            f"{p}_ready",
+            (j, n),
+            ir.RuleKind.SYNC,
+            (_atom(f"{p}_headers", j, n, size, prev), _atom(f"{p}_arrived", j, n, size), _atom(f"{p}_done", j, prev)),
+            comment="a later batch, once all its facts arrived and the one before it was processed",
+        ),
+        _rule(f"{p}_done", (j, n), ir.RuleKind.NEXT, (_atom(f"{p}_ready", j, n),)),
+        _rule(f"{p}_done", (j, n), ir.RuleKind.NEXT, (_atom(f"{p}_done", j, n), _atom(f"{p}_moved", j, negated=True))),
+        _rule(f"{p}_moved", (j,), ir.RuleKind.SYNC, (_atom(f"{p}_ready", j, ir.Wildcard()),)),
+    ]
+    for rel, names in relayed:
+        vs = tuple(V(x) for x in names)
+        out.append(
+            _rule(
+                rel,
+                vs,
+                ir.RuleKind.SYNC,
+                (_atom(f"{p}_buffer_{rel}", j, n, *vs), _atom(f"{p}_ready", j, n)),
+                comment=f"'{rel}' as the sender relayed it, one whole batch at a time",
+            )
+        )
+    if ack_to is not None:
+        out.append(
+            _rule(
+                f"{p}_ack",
+                (n,),
+                ir.RuleKind.ASYNC,
+                (_atom(f"{p}_ready", j, n), *ack_to),
+                ir.Dest(ack_var, (j,)),
+                comment="acknowledge each processed batch to the partition (stream j) that sent it",
+            )
+        )
+    return out
+
+
+def ack_rules(sender: str) -> tuple[list[ir.Rule], list[ir.Fact]]:
+    """Sender rules tracking acknowledgements: ``<p>_acked_top(a)``, the highest acknowledged
+    batch, and ``<p>_latest(n)``, the latest batch sent up to this tick."""
+    p = prefix(sender)
+    n, a = V("n"), V("a")
+    rules = [
+        _rule(f"{p}_acked", (n,), ir.RuleKind.SYNC, (_atom(f"{p}_ack", n),)),
+        _rule(f"{p}_acked", (n,), ir.RuleKind.SYNC, (_atom(f"{p}_acked_kept", n),)),
+        _rule(f"{p}_acked_top", (ir.Aggregate("max", a),), ir.RuleKind.SYNC, (_atom(f"{p}_acked", a),), comment="the highest batch acknowledged (-1: none)"),
+        _rule(f"{p}_acked_kept", (a,), ir.RuleKind.NEXT, (_atom(f"{p}_acked_top", a),)),
+        _rule(f"{p}_latest", (n,), ir.RuleKind.SYNC, (_atom(f"{p}_number", n),), comment="the latest batch sent, as of this tick"),
+        _rule(f"{p}_latest", (n,), ir.RuleKind.SYNC, (_atom(f"{p}_prev", n), _atom(f"{p}_size", ir.Wildcard(), negated=True))),
+    ]
+    facts = [ir.Fact(ir.Atom(f"{p}_acked", (ir.Const(-1),)))]
+    return rules, facts
+
+
+def held_output(program: ir.Program, sender: str, rule: ir.Rule, waiting: str) -> list[ir.Rule]:
+    """``rule`` (an output of the sender) held until the batch it follows is acknowledged: a
+    waiting relation keyed by that batch, carried until acknowledged, sent once it is."""
+    p = prefix(sender)
+    dest = rule.head.dest
+    assert dest is not None
+    n, a = V(m.fresh_var(rule, "batch")), V(m.fresh_var(rule, "acked"))
+    names: list[str] = []
+    for i, t in enumerate(rule.head.terms):
+        names.append(t.name if isinstance(t, ir.Var) and t.name not in names else m.fresh_var(rule, f"w{i}", names))
+    cols: list[ir.HeadTerm] = [n]
+    send_dest: ir.Dest
+    bound = m.rule_vars(rule)
+    if dest.target in bound:
+        cols.append(V(dest.target))
+    keys = list(dest.keys or ())
+    key_names = [m.fresh_var(rule, f"key{i}", names) for i in range(len(keys))]
+    cols += keys
+    cols += list(rule.head.terms)
+    wait_vars: list[ir.BodyTerm] = [n]
+    if dest.target in bound:
+        wait_vars.append(V(dest.target))
+    wait_vars += [V(k) for k in key_names]
+    wait_vars += [V(x) for x in names]
+    send_dest = ir.Dest(dest.target, tuple(V(k) for k in key_names) if keys else None)
+    return [
+        _rule(
+            waiting,
+            cols,
+            ir.RuleKind.SYNC,
+            (*rule.body, _atom(f"{p}_latest", n)),
+            comment=rule.comment or f"'{rule.head.relation}' waits until the batch before it is acknowledged",
+        ),
+        _rule(
+            waiting,
+            [V(w.name) for w in wait_vars if isinstance(w, ir.Var)],
+            ir.RuleKind.NEXT,
+            (_atom(waiting, *wait_vars), _atom(f"{p}_acked_top", a), ir.Compare(">", n, a)),
+        ),
+        _rule(
+            rule.head.relation,
+            [V(x) for x in names],
+            ir.RuleKind.ASYNC,
+            (_atom(waiting, *wait_vars), _atom(f"{p}_acked_top", a), ir.Compare("<=", n, a)),
+            send_dest,
+            comment=f"send '{rule.head.relation}' once the receiver processed everything relayed before it",
+        ),
+    ]
