@@ -238,8 +238,9 @@ def _failure(view: _RuleView, name: str, span: Span | None, cands: Mapping[str, 
         body = ", ".join(sorted({a.relation for a in rule.positive_atoms() if a.relation != rule.head.relation}))
         return PolicySearch(
             None,
-            f"'{rule.head.relation}' is the {agg.func} of all facts of {body} (no group-by key): it "
-            f"needs every fact on one node, and every rule reading '{rule.head.relation}' with it",
+            f"'{rule.head.relation}' is the {agg.func} of all facts of {body} (no group-by key): every "
+            "partition would need all of them; a value every key reads can only be replicated "
+            "(partial partitioning)",
             rule.head.span or rule.span,
             view.index,
         )

@@ -17,6 +17,8 @@ from hydrodeploy.rewrites import (
     functional,
     monotonic,
     mutually_independent,
+    partial,
+    sealing,
 )
 from hydrodeploy.rewrites.base import (
     Applicable,
@@ -28,7 +30,7 @@ from hydrodeploy.rewrites.base import (
 )
 
 DECOUPLING: tuple[ModuleType, ...] = (mutually_independent, functional, monotonic, asymmetric)
-PARTITIONING: tuple[ModuleType, ...] = (cohashing, dependencies)
+PARTITIONING: tuple[ModuleType, ...] = (cohashing, dependencies, partial, sealing)
 REGISTRY: tuple[ModuleType, ...] = DECOUPLING + PARTITIONING
 
 __all__ = [

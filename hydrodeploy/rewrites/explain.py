@@ -14,6 +14,7 @@ is reported as applicable (with what would happen) or not (with the reason and t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 from hydrodeploy.analysis.context import context
 from hydrodeploy.analysis.references import clusters, upstream_closure
@@ -70,6 +71,33 @@ def describe_rules(program: ir.Program, component: str, rules: frozenset[int]) -
     return tuple(out)
 
 
+def key_candidates(program: ir.Program, component: str) -> list[str]:
+    """Variables of the relations a component receives, most frequent first."""
+    ctx = context(program, component)
+    counts: dict[str, int] = {}
+    for rule in ctx.rules:
+        for atom in rule.atoms():
+            if atom.relation in ctx.received:
+                for t in atom.terms:
+                    if isinstance(t, ir.Var):
+                        counts[t.name] = counts.get(t.name, 0) + 1
+    return sorted(counts, key=lambda v: (-counts[v], v))
+
+
+def _with_some_key(program: ir.Program, component: str, mod: ModuleType) -> CheckResult:
+    """The check with the first key variable for which it applies, or the rejection for the
+    most used one."""
+    first: CheckResult | None = None
+    for key in key_candidates(program, component):
+        result: CheckResult = mod.check(program, Partition(component, key, EXAMPLE_PARTITIONS))
+        if result.applicable:
+            return result
+        first = first or result
+    if first is None:
+        return mod.check(program, Partition(component, None, EXAMPLE_PARTITIONS))  # type: ignore[no-any-return]
+    return first
+
+
 def explain(program: ir.Program, component: str | None = None) -> list[ComponentReport]:
     names = [c.name for c in program.components]
     if component is not None:
@@ -90,6 +118,9 @@ def explain(program: ir.Program, component: str | None = None) -> list[Component
         if ctx.rules:
             target_p = Partition(name, None, EXAMPLE_PARTITIONS)
             for mod in PARTITIONING:
-                partitions.append(Attempt((), mod.check(program, target_p)))
+                if mod.SHORT in ("partial", "sealing"):
+                    partitions.append(Attempt((), _with_some_key(program, name, mod)))
+                else:
+                    partitions.append(Attempt((), mod.check(program, target_p)))
         reports.append(ComponentReport(name, decl.instances, len(ctx.rules), tuple(attempts), tuple(partitions)))
     return reports

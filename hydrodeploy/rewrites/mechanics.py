@@ -184,6 +184,20 @@ def attribute_names(program: ir.Program, relation: str, hints: Iterable[ir.Rule]
     return [f"v{i}" for i in range(arity)]
 
 
+def safe_attribute_names(program: ir.Program, relation: str, reserved: Iterable[str]) -> list[str]:
+    """:func:`attribute_names`, renamed where they would clash with ``reserved`` variables."""
+    taken = set(reserved)
+    out: list[str] = []
+    for name in attribute_names(program, relation):
+        new = name
+        n = 2
+        while new in taken or new in out:
+            new = f"{name}{n}"
+            n += 1
+        out.append(new)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Pairing instances of a component with the instances of the component that took over its rules
 # --------------------------------------------------------------------------------------------
@@ -377,12 +391,12 @@ def forward_rule(program: ir.Program, original: str, new: str, relation: str, ch
     terms = var_terms(names)
     decl = program.component(original)
     single = decl is not None and decl.instances == 1
-    dest_var = _fresh_name(names, "node")
+    dest_var = fresh_name(names, "node")
     body: list[ir.Literal] = [ir.Atom(relation, terms)]
     if single:
         body.append(ir.Atom(new, (ir.Var(dest_var),)))
     else:
-        me = _fresh_name([*names, dest_var], "me")
+        me = fresh_name([*names, dest_var], "me")
         body += [ir.Atom("self", (ir.Var(me),)), ir.Atom(pairing_name(new), (ir.Var(me), ir.Var(dest_var)))]
     return ir.Rule(
         ir.Head(channel, terms, ir.Dest(dest_var)),
@@ -392,7 +406,7 @@ def forward_rule(program: ir.Program, original: str, new: str, relation: str, ch
     )
 
 
-def _fresh_name(taken: Sequence[str], base: str) -> str:
+def fresh_name(taken: Sequence[str], base: str) -> str:
     if base not in taken:
         return base
     n = 2

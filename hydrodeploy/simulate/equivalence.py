@@ -157,6 +157,9 @@ def compare(seed: int, original: Observation, rewritten: Observation, mode: Mode
     return diffs
 
 
+Crash = tuple[str, float, float | None]  # (address, at ms, restart at ms or None)
+
+
 def run_once(
     program: ir.Program,
     seed: int,
@@ -164,8 +167,11 @@ def run_once(
     workload: Workload,
     topology: Topology | None,
     max_time_ms: float,
+    crashes: tuple[Crash, ...] = (),
 ) -> SimResult:
     sim = Simulation(program, seed=seed, network=network, workload=workload, topology=topology)
+    for address, at_ms, restart_ms in crashes:
+        sim.crash(address, at_ms, restart_ms)
     return sim.run(max_time_ms=max_time_ms)
 
 
@@ -181,9 +187,11 @@ def check_equivalence(
     mode: Mode = "per-request",
     max_time_ms: float = 60_000.0,
     stop_after: int = 3,
+    crashes: tuple[Crash, ...] = (),
 ) -> EquivalenceReport:
     """Run both programs under every seed and compare what clients saw (module docstring). Stops
-    after ``stop_after`` seeds with differences."""
+    after ``stop_after`` seeds with differences. ``crashes`` are applied to both runs (nodes that
+    exist in both programs: components a rewrite kept)."""
     network = network or Network(min_delay_ms=0.05, max_delay_ms=10.0)
     workload = workload or Workload(clients=4, requests=50, timeout_ms=200.0 if network.loss > 0 else None)
     if [d.relation for d in original.inputs[:1]] != [d.relation for d in rewritten.inputs[:1]]:
@@ -194,8 +202,8 @@ def check_equivalence(
     completed = 0
     done: list[int] = []
     for seed in seeds:
-        a = observe(run_once(original, seed, network, workload, original_topology, max_time_ms), original, mode)
-        b = observe(run_once(rewritten, seed, network, workload, rewritten_topology, max_time_ms), rewritten, mode)
+        a = observe(run_once(original, seed, network, workload, original_topology, max_time_ms, crashes), original, mode)
+        b = observe(run_once(rewritten, seed, network, workload, rewritten_topology, max_time_ms, crashes), rewritten, mode)
         completed += len(b.completed)
         done.append(seed)
         found = compare(seed, a, b, mode, workload.clients == 1)

@@ -5,3 +5,4 @@
 set -e
 hydrodeploy rewrite protocols/voting.ded --steps protocols/scalable/voting.steps -o protocols/scalable/voting.ded
 hydrodeploy rewrite protocols/two_pc.ded --steps protocols/scalable/two_pc.steps -o protocols/scalable/two_pc.ded
+hydrodeploy rewrite protocols/paxos.ded --steps protocols/scalable/paxos.steps -o protocols/scalable/paxos.ded

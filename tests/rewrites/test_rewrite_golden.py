@@ -37,6 +37,7 @@ class Setting:
     requests: int = 40
     clients: int = 4
     mode: str = "per-request"
+    timeout_ms: float | None = None  # clients re-send unanswered requests (always, with loss)
 
 
 SETTINGS = {
@@ -46,6 +47,12 @@ SETTINGS = {
     # Replies are sent once, and a lost batch message stalls its stream for good (the fault model
     # of the report: general omission), so no loss.
     "asymmetric": Setting(loss=False, requests=30),
+    # The coordinator's two-phase commit does not retransmit: a lost vote freezes the partitions
+    # for good (an omission failure of the original node; safe, not live), so no loss.
+    "partial": Setting(loss=False, requests=30),
+    # Paxos: delivery between live nodes is assumed reliable; requests that reach no leader are
+    # retried; replies carry slots, compared as a replicated log.
+    "sealing": Setting(loss=False, requests=30, mode="log", timeout_ms=500.0),
 }
 
 
@@ -88,7 +95,7 @@ def test_rewritten_program_behaves_like_the_input(case: str) -> None:
         workload = Workload(
             clients=setting.clients,
             requests=setting.requests,
-            timeout_ms=150.0 if network.loss else None,
+            timeout_ms=150.0 if network.loss else setting.timeout_ms,
         )
         report = check_equivalence(
             program,
