@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hydrodeploy.analysis import PartitionExpr, Policy
 from hydrodeploy.language import ir, load_program
-from hydrodeploy.rewrites import functional, mutually_independent
+from hydrodeploy.rewrites import functional, mutually_independent, state_machine
 from hydrodeploy.rewrites.base import Decouple, Partition, rule_positions
 from hydrodeploy.rewrites.partitioning import partition
 from hydrodeploy.runtime.topology import Topology
@@ -78,6 +78,19 @@ def test_decoupling_a_rule_that_joins_two_relations_is_caught() -> None:
     out, topo = functional.apply(program, None, target, force=True)
     report = check_equivalence(program, out, rewritten_topology=topo, seeds=range(3), network=NETWORK, workload=WORKLOAD, max_time_ms=2_000.0)
     assert not report.equivalent
+
+
+def test_decoupling_a_state_machine_without_batches_is_caught() -> None:
+    """Replies that negate a relation derived in the same tick as the request: moved without
+    batching (forcing functional decoupling), the classification can arrive after the request."""
+    program = load_program(str(Path(__file__).parent / "rewrites" / "golden" / "state_machine" / "input.ded"))
+    target = Decouple("leader", rule_positions(program, "leader", ["client_out"]), "leader_answerer")
+    assert not functional.check(program, target).applicable
+    assert state_machine.check(program, target).applicable
+    out, topo = functional.apply(program, None, target, force=True)
+    report = check_equivalence(program, out, rewritten_topology=topo, seeds=range(3), network=NETWORK, workload=WORKLOAD)
+    assert not report.equivalent
+    assert any("'even'" in str(d) and "'odd'" in str(d) for d in report.differences)
 
 
 def test_log_mode_compares_executed_requests_and_flags_conflicting_slots() -> None:

@@ -19,6 +19,7 @@ from hydrodeploy.rewrites import (
     mutually_independent,
     partial,
     sealing,
+    state_machine,
 )
 from hydrodeploy.rewrites.base import (
     Applicable,
@@ -29,7 +30,7 @@ from hydrodeploy.rewrites.base import (
     Target,
 )
 
-DECOUPLING: tuple[ModuleType, ...] = (mutually_independent, functional, monotonic, asymmetric)
+DECOUPLING: tuple[ModuleType, ...] = (mutually_independent, functional, monotonic, state_machine, asymmetric)
 PARTITIONING: tuple[ModuleType, ...] = (cohashing, dependencies, partial, sealing)
 REGISTRY: tuple[ModuleType, ...] = DECOUPLING + PARTITIONING
 

@@ -47,6 +47,7 @@ SETTINGS = {
     # Replies are sent once, and a lost batch message stalls its stream for good (the fault model
     # of the report: general omission), so no loss.
     "asymmetric": Setting(loss=False, requests=30),
+    "state_machine": Setting(loss=False, requests=30),
     # The coordinator's two-phase commit does not retransmit: a lost vote freezes the partitions
     # for good (an omission failure of the original node; safe, not live), so no loss.
     "partial": Setting(loss=False, requests=30),
