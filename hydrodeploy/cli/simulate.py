@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 
-
 def register(verbs: Any) -> None:
     p: argparse.ArgumentParser = verbs.add_parser(
         "simulate",
