@@ -16,7 +16,7 @@ facts. Every other relation read in a body is IDB: ``.input`` relations, timers,
 (relations some ``:~`` rule sends) and relations derived locally.
 
 ``.persist r`` is the persistence rule ``r(...) :+ r(...)`` of every component where ``r`` has
-facts; :func:`persistence_rule` builds it so analyses can treat it like any other rule.
+facts (``ComponentContext.persisted``); the analyses treat it like any other rule.
 """
 
 from __future__ import annotations
@@ -147,14 +147,6 @@ def node_local(program: ir.Program, relation: str) -> bool:
     return any(relation.startswith(f"{c.name}_batch_") for c in program.components)
 
 
-def persistence_rule(program: ir.Program, relation: str, arity: int) -> ir.Rule:
-    """``relation(v0, ...) :+ relation(v0, ...)``, the rule ``.persist relation`` stands for."""
-    decl = next((p for p in program.persists if p.relation == relation), None)
-    span = decl.span if decl is not None else None
-    terms = tuple(ir.Var(f"v{i}") for i in range(arity))
-    return ir.Rule(ir.Head(relation, terms), ir.RuleKind.NEXT, (ir.Atom(relation, terms),), span=span)
-
-
 def arity_of(program: ir.Program, relation: str) -> int | None:
     """The arity of a relation wherever it appears (None if it appears nowhere)."""
     return _arities(program).get(relation)
@@ -179,9 +171,3 @@ def _arities(program: ir.Program) -> dict[str, int]:
     for name in ir.builtin_relations(program):
         out.setdefault(name, 1)
     return out
-
-
-def describe_rule(rule: ir.Rule) -> str:
-    """A short name for a rule in messages: ``'votes' (:+) at file:line:col``."""
-    where = f" at {rule.span}" if rule.span is not None else ""
-    return f"rule for '{rule.head.relation}' ({rule.kind.value}){where}"

@@ -1,5 +1,11 @@
 """Correct-by-construction rewrites of `.ded` programs (TR Appendices A and B).
 
+Decoupling: :mod:`.mutually_independent`, :mod:`.functional`, :mod:`.monotonic`,
+:mod:`.state_machine`, :mod:`.asymmetric` (shared parts in :mod:`.decoupling`, :mod:`.batching`).
+Partitioning: :mod:`.cohashing`, :mod:`.dependencies`, :mod:`.partial`, :mod:`.sealing` (shared
+parts in :mod:`.partitioning`). Program edits they are built from: :mod:`.mechanics`. Chains as
+the CLI writes them: :mod:`.chain`; what applies where: :mod:`.explain`.
+
 One module per rewrite, each with ``NAME``, ``check(program, target)`` and
 ``apply(program, topology, target)``; :data:`REGISTRY` lists them in the order ``explain`` tries
 them. Decoupling targets are :class:`~.base.Decouple` (which rules move, and the new component's

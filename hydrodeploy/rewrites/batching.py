@@ -14,7 +14,8 @@ other outputs until the latest batch it had sent when the output was derived is 
 (outputs derived before any batch go at once).
 
 Every relation of the machinery is named ``<sender>_batch_...``; analyses treat those as
-node-local bookkeeping (each partition of a sender has its own), see :func:`is_machinery`.
+node-local bookkeeping (each partition of a sender has its own), see
+:func:`hydrodeploy.analysis.context.node_local`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hydrodeploy.analysis.context import node_local
 from hydrodeploy.language import ir
 from hydrodeploy.rewrites import mechanics as m
 
@@ -31,11 +31,6 @@ V = ir.Var
 
 def prefix(sender: str) -> str:
     return f"{sender}_batch"
-
-
-def is_machinery(program: ir.Program, relation: str) -> bool:
-    """Whether ``relation`` belongs to batching machinery (named ``<component>_batch_...``)."""
-    return node_local(program, relation)
 
 
 @dataclass(frozen=True)

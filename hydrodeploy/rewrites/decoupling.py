@@ -19,7 +19,6 @@ What C2 derives and C1 reads (C1 *depends* on C2) is sent back only by asymmetri
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -263,7 +262,3 @@ def describe_split(program: ir.Program, s: Split) -> tuple[str, ...]:
     if s.redirected:
         lines.append(f"redirected to {s.name}: {', '.join(sorted(s.redirected))}")
     return tuple(lines)
-
-
-def replace_comment(rule: ir.Rule, comment: str | None) -> ir.Rule:
-    return dataclasses.replace(rule, comment=comment)
