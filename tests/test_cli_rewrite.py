@@ -102,3 +102,31 @@ def test_rewrite_malformed_targets_are_user_errors(capsys: pytest.CaptureFixture
     code, _, err = run(capsys, "rewrite", VOTING, *argv)
     assert code == 2
     assert message in err.splitlines()[0]
+
+
+def test_partitioning_refuses_a_component_whose_address_is_used_as_a_value(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    source = Path(VOTING).read_text().replace(
+        "participant {\n",
+        "participant {\n  leader_seen(l) :- ballot(_, _, _), leader(l).\n",
+    )
+    path = tmp_path / "voting_leader_value.ded"
+    path.write_text(source)
+    code, _, err = run(
+        capsys,
+        "rewrite",
+        str(path),
+        "--decouple",
+        "leader:votes,vote_count,committed,client_out:leader_collector",
+        "--partition",
+        "leader_collector:id:3",
+        "--seeds",
+        "0",
+    )
+    assert code == 0  # leader(l) is the leader, not the collector: fine
+    source = source.replace("leader_seen(l) :- ballot(_, _, _), leader(l).", "collector_seen(l) :- ballot(_, _, _), leader_collector(l).")
+    source = source.replace(".component leader\n", ".component leader\n.component leader_collector\n")
+    source = source.replace("participant {\n", "leader_collector {\n}\n\nparticipant {\n")
+    path.write_text(source)
+    code, _, err = run(capsys, "rewrite", str(path), "--partition", "leader_collector:id:3", "--seeds", "0")
+    assert code == 2
+    assert "the address of 'leader_collector' is read (in 'participant')" in err.splitlines()[0]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from hydrodeploy.analysis.context import context, node_local
+from hydrodeploy.analysis.context import ComponentContext, context, node_local
 from hydrodeploy.analysis.policies import PartitionExpr, Policy, find_policy
 from hydrodeploy.errors import RewriteError, Span
 from hydrodeploy.language import ir
@@ -97,7 +97,28 @@ def obstacles(program: ir.Program, component: str) -> Obstacle | None:
                         f"'{component}_count' is read (in '{block.component}'); it would count partitions",
                         atom.span,
                     )
+                if atom.relation == component and not _routed_binder(program, rule, atom, ctx):
+                    return Obstacle(
+                        f"the address of '{component}' is read (in '{block.component}') other than to send "
+                        "it what it reads; as N instances it would be N addresses",
+                        atom.span,
+                    )
     return None
+
+
+def _routed_binder(program: ir.Program, rule: ir.Rule, atom: ir.Atom, ctx: ComponentContext) -> bool:
+    """``atom`` (``component(x)``) only binds the destination of a send that routing will rewrite."""
+    dest = rule.head.dest
+    reads = {a.relation for r in ctx.rules for a in ctx.idb_atoms(r)}
+    return (
+        rule.kind is ir.RuleKind.ASYNC
+        and dest is not None
+        and dest.keys is None
+        and rule.head.relation in reads
+        and len(atom.terms) == 1
+        and isinstance(atom.terms[0], ir.Var)
+        and atom.terms[0].name == dest.target
+    )
 
 
 def route(program: ir.Program, component: str, policy: Policy) -> ir.Program | Obstacle:
