@@ -63,7 +63,7 @@ def base(name: str) -> ir.Program:
 @cache
 def derived(name: str) -> tuple[ir.Program, Topology]:
     steps = parse_steps((SCALABLE / f"{name}.steps").read_text())
-    program, topology, _ = apply_chain(base(name), steps)
+    program, topology, _ = apply_chain(base(name), steps, source=f"protocols/{name}.ded")
     return program, topology
 
 

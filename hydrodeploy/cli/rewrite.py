@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     steps: list[Step] = list(args.steps or [])
     if args.steps_file:
         steps += parse_steps(Path(args.steps_file).read_text(encoding="utf-8"))
-    out, topology, applied = apply_chain(program, steps)
+    out, topology, applied = apply_chain(program, steps, source=args.file)
     for done in applied:
         print(f"{done.step}: {done.result.rewrite} — {done.result.summary}")
     machines = len(topology.addresses())

@@ -8,6 +8,7 @@ registry whose precondition holds is used. ``RULES`` is a comma-separated list o
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from dataclasses import dataclass
@@ -101,14 +102,20 @@ def apply_step(program: ir.Program, topology: Topology | None, step: Step) -> tu
 
 
 def apply_chain(
-    program: ir.Program, steps: list[Step], topology: Topology | None = None
+    program: ir.Program, steps: list[Step], topology: Topology | None = None, source: str | None = None
 ) -> tuple[ir.Program, Topology, list[Applied]]:
-    """Apply ``steps`` in order; each sees the program the previous one produced."""
+    """Apply ``steps`` in order; each sees the program the previous one produced. With ``source``
+    (the original file's name), the result's header comment says how it was derived."""
     applied: list[Applied] = []
     topo = topology if topology is not None else Topology.of(program)
     for step in steps:
         program, topo, done = apply_step(program, topo, step)
         applied.append(done)
+    if source is not None and applied:
+        lines = [f"Derived from {source} by hydrodeploy rewrite:"]
+        lines += [f"  {a.step.kind} {a.step.spec}  ({a.result.rewrite})" for a in applied]
+        header = "\n".join(lines)
+        program = dataclasses.replace(program, comment=f"{header}\n\n{program.comment}" if program.comment else header)
     return program, topo, applied
 
 
