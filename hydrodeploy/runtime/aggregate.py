@@ -1,76 +1,62 @@
-"""Finish rules with aggregates in their heads.
+"""Finish rules with aggregates in their heads (docs/LANGUAGE.md, aggregates).
 
-The generated rule body collects the distinct bindings of its variables; here they are grouped by
-the head's non-aggregate terms and each aggregate is computed (docs/LANGUAGE.md, aggregates).
+The generated rule body accumulates straight into a dict keyed by the group — the head's
+non-aggregate terms plus, for an asynchronous head, the destination — holding one collection per
+aggregate: the distinct values of the aggregated variable (``count(x)``, ``min``, ``max``,
+``choose``) or the distinct bindings of the body's variables (``count(*)``, ``sum``). ``index()``
+keeps only the groups. Here each group becomes a head tuple.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from hydrodeploy.language import ir
-from hydrodeploy.runtime.codegen import dest_expr, expr_code
 from hydrodeploy.runtime.values import order_key, tuple_order_key
 
-Binding = tuple[Any, ...]
+Accumulator = dict[tuple[Any, ...], Any]
+
+
+def collects_bindings(agg: ir.Aggregate) -> bool:
+    """Whether the aggregate ranges over whole body bindings rather than one variable's values."""
+    return (agg.func == "count" and agg.arg is None) or agg.func == "sum"
 
 
 class AggregateHead:
-    """Computes the head tuples of an aggregating rule from its collected bindings."""
+    """Turns a rule's accumulated groups into head tuples."""
 
-    def __init__(self, head: ir.Head, binding_vars: tuple[str, ...], namespace: dict[str, Any]) -> None:
+    def __init__(self, head: ir.Head, binding_vars: tuple[str, ...]) -> None:
         self.head = head
-        self.positions = {name: i for i, name in enumerate(binding_vars)}
-        args = "".join(f"v_{name}, " for name in binding_vars)
-        self.group_terms = [t for t in head.terms if not isinstance(t, ir.Aggregate)]
-        group = "(" + "".join(expr_code(t) + ", " for t in self.group_terms) + ")"
-        # An async head's destination is part of the group: each destination gets its own groups.
-        dest = dest_expr(head.dest, set(binding_vars)) if head.dest is not None else "None"
-        unpack = f"    ({args}) = _b\n" if binding_vars else ""
-        src = f"def _group(_b):\n{unpack}    return ({group}, {dest})\n"
-        ns = dict(namespace)
-        exec(compile(src, "<aggregate group>", "exec"), ns)
-        self.group_fn: Callable[[Binding], tuple[tuple[Any, ...], Any]] = ns["_group"]
-        self.is_index = any(isinstance(t, ir.Aggregate) and t.func == "index" for t in head.terms)
+        self.aggregates = [t for t in head.terms if isinstance(t, ir.Aggregate)]
+        self.is_index = any(a.func == "index" for a in self.aggregates)
+        positions = {name: i for i, name in enumerate(binding_vars)}
+        # for sum(x): where x sits in a collected binding
+        self.sum_positions = [positions[a.arg.name] if a.func == "sum" and a.arg else -1 for a in self.aggregates]
+        self.slots = [i for i, t in enumerate(head.terms) if isinstance(t, ir.Aggregate)]
 
-    def _value(self, agg: ir.Aggregate, rows: list[Binding]) -> Any:
-        if agg.func == "count" and agg.arg is None:
-            return len(rows)
-        assert agg.arg is not None
-        col = self.positions[agg.arg.name]
-        if agg.func == "count":
-            return len({row[col] for row in rows})
-        if agg.func == "sum":
-            return sum(row[col] for row in rows)
-        if agg.func == "min":
-            return min((row[col] for row in rows), key=order_key)
-        if agg.func == "max":
-            return max((row[col] for row in rows), key=order_key)
-        if agg.func == "choose":
-            return min((row[col] for row in rows), key=order_key)
-        raise AssertionError(agg.func)
-
-    def finish(self, bindings: Iterable[Binding]) -> list[tuple[Any, tuple[Any, ...]]]:
+    def finish(self, acc: Accumulator) -> list[tuple[Any, tuple[Any, ...]]]:
         """(destination or None, head tuple) for every group."""
         if self.is_index:
-            keys = sorted({self.group_fn(b) for b in bindings}, key=lambda k: (tuple_order_key(k[0]), order_key(k[1])))
-            return [(dest, self._place(key, {}, index=i)) for i, (key, dest) in enumerate(keys)]
-        groups: dict[tuple[tuple[Any, ...], Any], list[Binding]] = {}
-        for b in bindings:
-            groups.setdefault(self.group_fn(b), []).append(b)
+            keys = sorted(acc, key=lambda k: (tuple_order_key(k[:-1]), order_key(k[-1])))
+            return [(key[-1], self._place(key[:-1], [i])) for i, key in enumerate(keys)]
         out = []
-        for (key, dest), rows in groups.items():
-            values = {i: self._value(t, rows) for i, t in enumerate(self.head.terms) if isinstance(t, ir.Aggregate)}
-            out.append((dest, self._place(key, values)))
+        for key, collections in acc.items():
+            values = [self._value(agg, collections[i], self.sum_positions[i]) for i, agg in enumerate(self.aggregates)]
+            out.append((key[-1], self._place(key[:-1], values)))
         return out
 
-    def _place(self, key: tuple[Any, ...], values: dict[int, Any], index: int | None = None) -> tuple[Any, ...]:
-        result: list[Any] = []
-        it = iter(key)
-        for i, term in enumerate(self.head.terms):
-            if isinstance(term, ir.Aggregate):
-                result.append(index if index is not None else values[i])
-            else:
-                result.append(next(it))
+    @staticmethod
+    def _value(agg: ir.Aggregate, collected: set[Any], sum_position: int) -> Any:
+        if agg.func == "count":
+            return len(collected)
+        if agg.func == "sum":
+            return sum(binding[sum_position] for binding in collected)
+        if agg.func == "max":
+            return max(collected, key=order_key)
+        return min(collected, key=order_key)  # min, and choose: deterministically the smallest
+
+    def _place(self, group: tuple[Any, ...], values: list[Any]) -> tuple[Any, ...]:
+        result = list(group)
+        for slot, value in zip(self.slots, values, strict=True):
+            result.insert(slot, value)
         return tuple(result)

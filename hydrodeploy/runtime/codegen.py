@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydrodeploy.language import ir
+from hydrodeploy.runtime.aggregate import collects_bindings
 
 RuleFn = Callable[[Any, Any, Any, Any, Any], None]
 
@@ -138,7 +139,7 @@ def generate(
     head = rule.head
     if head.aggregates:
         binding_vars = tuple(sorted(bound))
-        em.line("OUT.add((" + "".join(_v(b) + ", " for b in binding_vars) + "))")
+        _accumulate(em, head, binding_vars, bound)
     else:
         values = "(" + "".join(expr_code(t) + ", " for t in head.terms if not isinstance(t, ir.Aggregate)) + ")"
         if rule.kind is ir.RuleKind.ASYNC:
@@ -151,6 +152,25 @@ def generate(
     prelude = "\n".join(em.prelude)
     src = f"def {name}(D, I, DL, IL, OUT):\n{prelude}\n{body}\n" if prelude else f"def {name}(D, I, DL, IL, OUT):\n{body}\n"
     return src, binding_vars
+
+
+def _accumulate(em: _Emitter, head: ir.Head, binding_vars: tuple[str, ...], bound: set[str]) -> None:
+    """Add this binding to its group in ``OUT`` (see :mod:`hydrodeploy.runtime.aggregate`)."""
+    group = "".join(expr_code(t) + ", " for t in head.terms if not isinstance(t, ir.Aggregate))
+    dest = _dest_code(head.dest, bound) if head.dest is not None else "None"
+    em.line(f"_k = ({group}{dest},)")
+    aggregates = [t for t in head.terms if isinstance(t, ir.Aggregate)]
+    if any(a.func == "index" for a in aggregates):
+        em.line("OUT[_k] = None")
+        return
+    binding = "(" + "".join(_v(b) + ", " for b in binding_vars) + ")"
+    em.line("_a = OUT.get(_k)")
+    em.open("if _a is None:")
+    em.line("_a = OUT[_k] = (" + "set(), " * len(aggregates) + ")")
+    em.depth -= 1
+    for i, agg in enumerate(aggregates):
+        item = binding if collects_bindings(agg) else _v(agg.arg.name)  # type: ignore[union-attr]
+        em.line(f"_a[{i}].add({item})")
 
 
 def dest_expr(dest: ir.Dest, bound: set[str]) -> str:

@@ -116,7 +116,7 @@ def _compile_rule(
             dsource, _ = generate(rule, dname, functions, delta_position=pos)
             delta_fns.append(compile_source(dsource, dname, namespace))
             sources.append(dsource)
-    aggregate = AggregateHead(rule.head, binding_vars, namespace) if rule.head.aggregates else None
+    aggregate = AggregateHead(rule.head, binding_vars) if rule.head.aggregates else None
     used = tuple(functions[a.relation] for a in rule.atoms() if a.relation in functions)
     return CompiledRule(number, rule, used, fn, tuple(delta_fns), aggregate, "\n".join(sources))
 
