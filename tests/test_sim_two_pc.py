@@ -5,49 +5,29 @@ flushed before any commit is sent — across many seeds, under reordering, crash
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
+from sim_harness import DEFAULT, LOSSY, MANY_SEEDS, REORDERING, SEEDS, Crash, protocol, run
 
-from hydrodeploy.language import ir, load_program
+from hydrodeploy.language import ir
 from hydrodeploy.simulate import Network, Simulation, Workload
 
-PROGRAM = Path(__file__).resolve().parents[1] / "protocols" / "two_pc.ded"
 COORDINATOR = "coordinator/0"
 PARTICIPANTS = tuple(f"participant/{i}" for i in range(3))
 
-SEEDS = range(30)
-MANY_SEEDS = range(30, 230)
 
-DEFAULT = Network(min_delay_ms=0.5, max_delay_ms=5.0, loss=0.0)
-REORDERING = Network(min_delay_ms=0.05, max_delay_ms=40.0, loss=0.0)
-LOSSY = Network(min_delay_ms=0.5, max_delay_ms=5.0, loss=0.1)
-
-
-@cache
 def program() -> ir.Program:
-    return load_program(str(PROGRAM))
+    return protocol("two_pc")
 
 
 def simulate(
     seed: int,
     network: Network = DEFAULT,
     workload: Workload | None = None,
-    crash: tuple[str, float, float | None] | None = None,
+    crash: Crash | None = None,
 ) -> tuple[Simulation, Any]:
-    sim = Simulation(
-        program(),
-        seed=seed,
-        network=network,
-        workload=workload or Workload(clients=4, requests=200),
-        record_messages=True,
-    )
-    if crash is not None:
-        node, at_ms, restart_ms = crash
-        sim.crash(node, at_ms=at_ms, restart_at_ms=restart_ms)
-    return sim, sim.run(max_time_ms=60_000.0)
+    return run(program(), seed, network, workload, crash)
 
 
 def first_logged(sim: Simulation, node: str, relation: str) -> dict[int, float]:
