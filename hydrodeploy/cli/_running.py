@@ -128,7 +128,7 @@ def run_workload(args: argparse.Namespace) -> int:
             "versions": versions(),
         }
     )
-    cluster: Cluster = open_cluster(cluster_spec)
+    cluster: Cluster = open_cluster(cluster_spec, run_dir=run_dir.path)
     view = _Progress(err, run_dir)
     for warning in cluster.warnings:
         view.warning(warning)

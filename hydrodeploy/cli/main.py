@@ -17,9 +17,10 @@ from hydrodeploy.cli import explain as explain_cmd
 from hydrodeploy.cli import rewrite as rewrite_cmd
 from hydrodeploy.cli import run as run_cmd
 from hydrodeploy.cli import simulate as simulate_cmd
+from hydrodeploy.cli import teardown as teardown_cmd
 from hydrodeploy.errors import HydrodeployError, LocatedError
 
-VERBS = (check_cmd, simulate_cmd, run_cmd, explain_cmd, rewrite_cmd)
+VERBS = (check_cmd, simulate_cmd, run_cmd, explain_cmd, rewrite_cmd, teardown_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

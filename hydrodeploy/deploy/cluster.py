@@ -1,7 +1,7 @@
 """Cluster files (``clusters/*.yaml``): where a deployment runs and what one machine is.
 
     name: local
-    kind: local                # today the only backend; ssh and gcp follow the Host interface
+    kind: local                # or ssh (deploy/sshfile.py), gcp (deploy/gcpfile.py)
     machine:
       cpus: 0.25               # each node's CPU quota in cores; null: unthrottled
       cfs_period_us: 10000     # CFS period of the quota (short: low jitter)
@@ -14,13 +14,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hydrodeploy.deploy.gcpfile import GcpClusterSpec
 from hydrodeploy.deploy.host import Cluster
 from hydrodeploy.deploy.local import LocalCluster
-from hydrodeploy.specfile import load_model
+from hydrodeploy.deploy.sshfile import SshClusterSpec
+from hydrodeploy.specfile import load_model, read_yaml
 
 
 class MachineSpec(BaseModel):
@@ -58,12 +60,39 @@ LOCAL_DEFAULT = ClusterSpec(name="local", machine=MachineSpec(cpus=0.25))
 """The cluster of a run that names none: the same as the shipped ``clusters/local.yaml``."""
 
 
-def load_cluster(path: str | Path) -> ClusterSpec:
+AnyClusterSpec = ClusterSpec | SshClusterSpec | GcpClusterSpec
+
+
+class _Kind(BaseModel):
+    kind: Literal["local", "ssh", "gcp"] = "local"
+
+
+def load_cluster(path: str | Path) -> AnyClusterSpec:
+    """A cluster file, validated by the model of its ``kind``."""
+    data = read_yaml(path)[0]
+    kind = data.get("kind", "local") if isinstance(data, dict) else "local"
+    context: dict[str, Any] = {"base": Path(path).resolve().parent}
+    if kind == "ssh":
+        return load_model(path, SshClusterSpec, context=context)
+    if kind == "gcp":
+        return load_model(path, GcpClusterSpec, context=context)
+    if kind != "local":
+        load_model(path, _Kind)  # names the kinds there are, pointing at the wrong one
     return load_model(path, ClusterSpec)
 
 
-def open_cluster(spec: ClusterSpec) -> Cluster:
-    """Set up the cluster a spec describes (the caller must :meth:`~Cluster.close` it)."""
+def open_cluster(spec: AnyClusterSpec, run_dir: Path | None = None) -> Cluster:
+    """Set up the cluster a spec describes (the caller must :meth:`~Cluster.close` it). SSH and
+    GCP clusters record what they set up in ``run_dir/cluster.json`` (for ``hydrodeploy
+    teardown``)."""
+    if isinstance(spec, SshClusterSpec):
+        from hydrodeploy.deploy.ssh import SshCluster
+
+        return SshCluster(spec, run_dir)
+    if isinstance(spec, GcpClusterSpec):
+        from hydrodeploy.deploy.gcp import GcpCluster
+
+        return GcpCluster(spec, run_dir)
     return LocalCluster(
         name=spec.name,
         cpus=spec.machine.cpus,

@@ -1,0 +1,254 @@
+"""End to end on real SSH hosts: three network namespaces on a bridge, each running OpenSSH's
+sshd with a private working directory that hydrodeploy reaches only over SSH (see
+:mod:`hydrodeploy.testing.sshd`). A quick voting run across them succeeds and leaves nothing
+running; an unreachable host and an unknown host key are one clear error each and leave nothing
+behind; a crashed run is cleaned up by ``hydrodeploy teardown``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hydrodeploy.deploy import ProcessSpec
+from hydrodeploy.deploy.cluster import load_cluster, open_cluster
+from hydrodeploy.deploy.ssh import HostKeyRefused, SshCluster, SshHost
+from hydrodeploy.deploy.sshfile import SshClusterSpec
+from hydrodeploy.testing.sshd import SshdHosts, unavailable
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(unavailable() is not None, reason=f"{unavailable()}")]
+
+ROOT = Path(__file__).resolve().parents[1]
+SLEEPER = ("sh", "-c", "echo up; sleep 300")
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[SshdHosts]:
+    with SshdHosts(3) as made:
+        yield made
+
+
+@pytest.fixture(autouse=True)
+def fresh_known_hosts(hosts: SshdHosts) -> Iterator[None]:
+    hosts.write_known_hosts(hosts.hosts)
+    yield
+    settle(hosts)
+
+
+def settle(hosts: SshdHosts) -> dict[str, list[str]]:
+    """What still runs on the hosts once closing SSH sessions had a moment to end (polled, not
+    timed: an empty answer returns at once)."""
+    left = hosts.leftovers()
+    deadline = time.monotonic() + 15.0
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = hosts.leftovers()
+    return left
+
+
+def run_dirs(hosts: SshdHosts) -> list[Path]:
+    return [d for h in hosts.hosts for d in (h.workdir / "runs").glob("*")]
+
+
+def env() -> dict[str, str]:
+    """The environment of the orchestrator: no ssh-agent (only the cluster file's key)."""
+    return {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+
+
+def hydrodeploy(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hydrodeploy.cli.main", *args], capture_output=True, text=True, env=env(), cwd=ROOT, timeout=timeout
+    )
+
+
+def test_a_quick_voting_run_across_three_ssh_hosts(hosts: SshdHosts, tmp_path: Path) -> None:
+    cluster = hosts.cluster_file(tmp_path / "netns.yaml")
+    reports = tmp_path / "reports"
+    proc = hydrodeploy("run", "workloads/voting.yaml", "--quick", "--cluster", str(cluster), "--reports", str(reports))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "run directory:" in proc.stdout
+    assert settle(hosts) == {}  # nothing left running on any host
+    assert run_dirs(hosts) == []  # the remote run directories are gone ...
+    for host in hosts.hosts:  # ... the bundle stays for the next run
+        assert len(list((host.workdir / "bundles").glob("*/.complete"))) == 1
+
+    run = (reports / "latest").resolve()
+    state = json.loads((run / "cluster.json").read_text())
+    assert state["kind"] == "ssh" and state["status"] == "closed" and state["problems"] == []
+    placed = {h["host"]: h for h in state["hosts"]}
+    assert set(placed) == {h.address for h in hosts.hosts}
+    assert all(h["python"] and h["run_dir"].startswith(h["workdir"]) for h in placed.values())
+
+    logs = run / "iterations" / "00" / "logs"
+    leader = (logs / "leader-0.log").read_text()
+    # nodes listen on their host's address, on the three hosts in turn
+    assert f"leader/0: pid" in leader and f"listening on {hosts.hosts[0].address}:" in leader
+    assert f"listening on {hosts.hosts[1].address}:" in (logs / "participant-0.log").read_text()
+    assert f"listening on {hosts.hosts[2].address}:" in (logs / "participant-1.log").read_text()
+    assert "hydrodeploy-launcher: leader-0: exited with status 0" in leader
+    merged = (logs / "hosts.log").read_text().splitlines()
+    assert any(line.startswith(f"leader/0@{hosts.hosts[0].address} | ") for line in merged)
+    assert any(line.startswith(f"clients/1@{hosts.hosts[2].address} | ") for line in merged)
+    points = (run / "results.csv").read_text().splitlines()
+    assert len(points) == 1 + 4  # header and the four quick client counts
+    # the deployment secret travels on stdin only: no log, no spec, no state file holds config JSON
+    for path in [*logs.iterdir(), run / "spec.yaml", run / "cluster.json"]:
+        assert '"secret"' not in path.read_text()
+
+
+def test_an_unreachable_host_is_named_and_nothing_is_left_on_the_others(hosts: SshdHosts, tmp_path: Path) -> None:
+    dead = hosts.free_address()
+    addresses = [h.address for h in hosts.hosts] + [dead]
+    cluster = hosts.cluster_file(tmp_path / "netns.yaml", hosts=addresses, ssh={"connect_timeout_s": 2, "connect_retries": 2, "retry_backoff_s": 0.1})
+    proc = hydrodeploy("run", "workloads/voting.yaml", "--quick", "--cluster", str(cluster), "--reports", str(tmp_path / "r"))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: host {dead}: cannot connect to {dead} port 22 (2 attempts): ")
+    assert settle(hosts) == {}
+    assert run_dirs(hosts) == []  # the reachable hosts were set up, then cleaned
+    state = json.loads(next((tmp_path / "r").glob("*/cluster.json")).read_text())
+    assert state["status"] == "closed"
+
+
+def test_an_unknown_host_key_is_refused_with_its_fingerprint(hosts: SshdHosts, tmp_path: Path) -> None:
+    stranger = hosts.hosts[1]
+    hosts.write_known_hosts([hosts.hosts[0], hosts.hosts[2]])
+    cluster = hosts.cluster_file(tmp_path / "netns.yaml")
+    proc = hydrodeploy("run", "workloads/voting.yaml", "--quick", "--cluster", str(cluster), "--reports", str(tmp_path / "r"))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"host {stranger.address}: unknown host key ssh-ed25519 {stranger.fingerprint}" in lines[0]
+    assert "refusing to connect" in lines[0] and "host_key_policy: accept-new" in lines[0]
+    assert stranger.address not in hosts.known_hosts.read_text()  # nothing was added
+    assert settle(hosts) == {}
+    assert run_dirs(hosts) == []
+
+
+def test_accept_new_saves_unknown_keys_but_a_changed_key_is_always_refused(hosts: SshdHosts, tmp_path: Path) -> None:
+    hosts.write_known_hosts([hosts.hosts[0]])
+    spec = load_cluster(hosts.cluster_file(tmp_path / "netns.yaml", host_key_policy="accept-new"))
+    cluster = open_cluster(spec, tmp_path)
+    try:
+        added = [w for w in cluster.warnings if "accepted a new host key" in w]
+        assert len(added) == 2 and hosts.hosts[1].fingerprint in " ".join(added)
+    finally:
+        cluster.close()
+    text = hosts.known_hosts.read_text()
+    assert all(h.address in text for h in hosts.hosts)
+    # host 0's entry now holds host 2's key: a changed key, refused even under accept-new
+    wrong = text.replace(hosts.hosts[0].host_key_line, hosts.hosts[2].host_key_line, 1)
+    hosts.known_hosts.write_text(wrong)
+    expected = f"host {hosts.hosts[0].address}: its host key ssh-ed25519 {hosts.hosts[0].fingerprint} does not match"
+    with pytest.raises(HostKeyRefused, match=re.escape(expected)):
+        open_cluster(spec, tmp_path)
+    assert run_dirs(hosts) == []
+
+
+def test_processes_beyond_max_sessions_open_more_connections(hosts: SshdHosts, tmp_path: Path) -> None:
+    spec = load_cluster(hosts.cluster_file(tmp_path / "netns.yaml", ssh={"max_sessions": 3}))
+    assert isinstance(spec, SshClusterSpec)
+    cluster = SshCluster(spec, tmp_path)
+    try:
+        machine = cluster.machines[0]
+        handles = [machine.start(ProcessSpec(f"s/{i}", SLEEPER, b"", tmp_path / f"s-{i}.log", tmp_path)) for i in range(7)]
+        deadline = time.monotonic() + 30
+        while not all(h.pid for h in handles) and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.05)
+        assert all(h.returncode() is None for h in handles)
+        assert len(machine._connections) >= 3  # 7 channels at 3 per connection
+        assert len({h.pid for h in handles}) == 7  # type: ignore[attr-defined]
+    finally:
+        cluster.close()
+    assert [h.returncode() for h in handles] == [-signal.SIGTERM] * 7
+    assert settle(hosts) == {}
+    assert run_dirs(hosts) == []
+
+
+CRASHING_ORCHESTRATOR = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from hydrodeploy.deploy import ProcessSpec
+    from hydrodeploy.deploy.cluster import load_cluster, open_cluster
+    cluster = open_cluster(load_cluster(sys.argv[1]), Path(sys.argv[2]))
+    nodes, _ = cluster.hosts(["a/0", "b/0", "c/0"], 0)
+    # processes that leave a child in their process group (as a profiler would)
+    started = [
+        host.start(ProcessSpec(name, ("sh", "-c", "sleep 300 & wait"), b"", Path(sys.argv[2]) / f"{name[0]}.log", Path.cwd()))
+        for name, host in nodes.items()
+    ]
+    while not all(p.pid for p in started):  # the supervisors report the pids once running
+        time.sleep(0.02)
+    print("started", flush=True)
+    time.sleep(300)
+    """
+)
+
+
+def test_teardown_removes_what_a_crashed_run_left(hosts: SshdHosts, tmp_path: Path) -> None:
+    cluster = hosts.cluster_file(tmp_path / "netns.yaml")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "spec.yaml").write_text(yaml.safe_dump({"cluster": "netns"}))
+    orchestrator = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_ORCHESTRATOR, str(cluster), str(run_dir)], stdout=subprocess.PIPE, env=env()
+    )
+    assert orchestrator.stdout is not None
+    assert orchestrator.stdout.readline() == b"started\n"
+    # the worst crash: the supervisors on the hosts and the orchestrator die outright (the
+    # supervisors first: else they would stop their process groups when the orchestrator's
+    # channels close); the processes die with their supervisor, the children they started stay
+    supervisors = [int(p.split()[0]) for h in hosts.hosts for p in h.processes() if "python3 -S" in p and "hostagent.py launch" in p]
+    assert len(supervisors) == 3
+    for pid in supervisors:
+        os.kill(pid, signal.SIGKILL)
+    orchestrator.kill()
+    orchestrator.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        left = {a: [p for p in ps if "sshd" not in p] for a, ps in hosts.leftovers().items()}
+        if sorted(len(ps) for ps in left.values()) == [1, 1, 1]:
+            break
+        time.sleep(0.05)
+    assert sorted(p.split(None, 1)[1] for ps in left.values() for p in ps) == ["sleep 300"] * 3, left
+    assert len(run_dirs(hosts)) == 3
+
+    proc = hydrodeploy("teardown", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert all("stopped 1 process group" in line and "removed its run directory" in line for line in lines), lines
+    assert settle(hosts) == {}
+    assert run_dirs(hosts) == []
+    assert json.loads((run_dir / "cluster.json").read_text())["status"] == "torn down"
+
+    again = hydrodeploy("teardown", str(run_dir))  # safe to repeat
+    assert again.returncode == 0, again.stderr
+    assert all("nothing was running; no run directory" in line for line in again.stdout.strip().splitlines())
+
+
+def test_every_host_runs_the_host_agent_from_one_unpacked_bundle(hosts: SshdHosts, tmp_path: Path) -> None:
+    spec = load_cluster(hosts.cluster_file(tmp_path / "netns.yaml"))
+    cluster = open_cluster(spec, tmp_path)
+    try:
+        assert isinstance(cluster, SshCluster)
+        for machine in cluster.machines:
+            assert isinstance(machine, SshHost)
+            out = machine.check(["ls", f"{machine.workdir}/bundles"], "listing bundles").decode().split()
+            assert out == [cluster.bundle.sha256]
+            mode = machine.check(["stat", "-c", "%a", machine.run_dir], "stat").decode().strip()
+            assert mode == "700"  # the run directory is private
+    finally:
+        cluster.close()
