@@ -86,8 +86,8 @@ def test_cluster_mistakes(tmp_path: Path) -> None:
     path.write_text("name: c\nmachine:\n  cpus: 0\n")
     with pytest.raises(SpecError, match=r"c.yaml:3:\d+: error: machine.cpus: Input should be greater than 0"):
         load_cluster(path)
-    path.write_text("name: c\nkind: gcp\n")
-    with pytest.raises(SpecError, match="kind: Input should be 'local'"):
+    path.write_text("name: c\nkind: kubernetes\n")
+    with pytest.raises(SpecError, match="kind: Input should be 'local', 'ssh' or 'gcp'"):
         load_cluster(path)
 
 
