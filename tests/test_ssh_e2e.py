@@ -6,6 +6,7 @@ behind; a crashed run is cleaned up by ``hydrodeploy teardown``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,6 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hydrodeploy.bench.experiment import Bench
+from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import ProcessSpec
 from hydrodeploy.deploy.cluster import load_cluster, open_cluster
 from hydrodeploy.deploy.ssh import HostKeyRefused, SshCluster, SshHost
@@ -92,7 +95,7 @@ def test_a_quick_voting_run_across_three_ssh_hosts(hosts: SshdHosts, tmp_path: P
     logs = run / "iterations" / "00" / "logs"
     leader = (logs / "leader-0.log").read_text()
     # nodes listen on their host's address, on the three hosts in turn
-    assert f"leader/0: pid" in leader and f"listening on {hosts.hosts[0].address}:" in leader
+    assert "leader/0: pid" in leader and f"listening on {hosts.hosts[0].address}:" in leader
     assert f"listening on {hosts.hosts[1].address}:" in (logs / "participant-0.log").read_text()
     assert f"listening on {hosts.hosts[2].address}:" in (logs / "participant-1.log").read_text()
     assert "hydrodeploy-launcher: leader-0: exited with status 0" in leader
@@ -247,8 +250,79 @@ def test_every_host_runs_the_host_agent_from_one_unpacked_bundle(hosts: SshdHost
         for machine in cluster.machines:
             assert isinstance(machine, SshHost)
             out = machine.check(["ls", f"{machine.workdir}/bundles"], "listing bundles").decode().split()
-            assert out == [cluster.bundle.sha256]
+            assert cluster.bundle.sha256 in out  # (with the bundles of earlier code versions)
+            assert not [name for name in out if ".tmp-" in name]  # unpacked atomically
             mode = machine.check(["stat", "-c", "%a", machine.run_dir], "stat").decode().strip()
             assert mode == "700"  # the run directory is private
     finally:
         cluster.close()
+
+
+def test_gcp_instances_become_ssh_hosts_checked_with_keys_from_guest_attributes(hosts: SshdHosts, tmp_path: Path) -> None:
+    """The GCP backend end to end, the API answered from recorded responses (FAKE: the real
+    service is not reachable from a test) whose instances are two of this machine's sshd hosts:
+    their host keys come from the recorded guest attributes, the SSH connections are checked
+    strictly against them, processes run, and closing deletes the instances by label."""
+    from test_gcp import RECORDINGS, RUN_ID, values
+
+    from hydrodeploy.deploy.gcp import GcpCluster, instance_names
+    from hydrodeploy.deploy.gcpfile import GcpClusterSpec
+    from hydrodeploy.testing.gcp import fake_compute, load_recording
+
+    two = hosts.hosts[:2]
+    hosts.known_hosts.write_text("")  # nothing known in advance: the keys come from the API
+    spec = GcpClusterSpec.model_validate(
+        {"name": "g", "kind": "gcp", "project": "demo-project", "zone": "us-central1-a", "machines": 2, "user": "root", "key": str(hosts.user_key)}
+    )
+    addresses = [h.address for h in two]
+    recording = load_recording(RECORDINGS / "run_two_instances.json", values(spec, addresses, addresses, [h.host_key_line.split()[1] for h in two]))
+    compute, adapter = fake_compute(recording)
+    workdirs = {h.address: str(h.workdir) for h in two}
+
+    def open_ssh(sspec: SshClusterSpec, run_dir: Path | None, run_id: str, state: dict[str, object]) -> SshCluster:
+        # what only a real VM has: a startup script that finished (skipped), a home to work in
+        # (each sshd host's private working directory instead), the python3 to use
+        local = sspec.model_copy(
+            update={
+                "hosts": [h.model_copy(update={"workdir": workdirs[h.host]}) for h in sspec.hosts],
+                "python": "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3",
+                "agent": False,
+            }
+        )
+        return SshCluster(local, run_dir, run_id, state)
+
+    cluster = GcpCluster(spec, tmp_path, compute=compute, run_id=RUN_ID, open_ssh=open_ssh, sleep=lambda s: None)
+    try:
+        known = (tmp_path / "known_hosts").read_text()
+        assert all(f"{h.address} {h.host_key_line}" in known for h in two)
+        # control: tunnel (the GCP default): the orchestrator listens on its own loopback
+        # address, which the hosts (other network namespaces) reach only through SSH
+        assert cluster.orchestrator_address() == "127.0.0.1"
+        bench = Bench(ROOT / "protocols" / "voting.ded", cluster, tmp_path / "logs", client_processes=1)
+
+        async def one_point() -> float:
+            await bench.start()
+            point, _ = await bench.point(0, 4, WindowsSpec(warmup_s=0.3, measure_s=0.5, cooldown_s=0.1, bin_s=0.25), ClientsSpec())
+            await bench.stop()
+            return point.throughput
+
+        assert asyncio.run(one_point()) > 0
+        placed = {name: peer.host.address for name, peer in bench.deployment.peers.items()}
+        assert placed == {
+            "leader/0": two[0].address,
+            "participant/0": two[1].address,
+            "participant/1": two[0].address,
+            "participant/2": two[1].address,
+            "clients/0": two[0].address,
+        }
+    finally:
+        cluster.close()
+    assert settle(hosts) == {}
+    assert run_dirs(hosts) == []
+    state = json.loads((tmp_path / "cluster.json").read_text())
+    assert state["kind"] == "gcp" and state["status"] == "closed"
+    assert state["cost_per_hour"] == pytest.approx(2 * 0.194236)
+    assert state["deleted"] == instance_names(spec, RUN_ID)
+    assert [h["host"] for h in state["hosts"]] == addresses  # what the SSH part recorded
+    assert state["instances"][1]["host_keys"] == [f"ssh-ed25519 {two[1].fingerprint}"]
+    assert adapter.pending == []

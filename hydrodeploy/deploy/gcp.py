@@ -108,7 +108,7 @@ class Compute:
             raise DeployError(f"no Google Cloud credentials ({exc}); run `gcloud auth application-default login`") from None
 
 
-def _retrying(what: str, call: Callable[[], Any]) -> Any:
+def _retrying(what: str, call: Callable[[], Any], sleep: Callable[[float], None] = time.sleep) -> Any:
     """``call()``, retried on transient errors (the request ids make retried inserts and deletes
     idempotent)."""
     from google.api_core import exceptions as gexc
@@ -120,7 +120,7 @@ def _retrying(what: str, call: Callable[[], Any]) -> Any:
         except transient as exc:
             if attempt == RETRIES - 1:
                 raise GcpError(f"{what}: {exc}") from None
-            time.sleep(min(8.0, 0.5 * 2**attempt))
+            sleep(min(8.0, 0.5 * 2**attempt))
         except gexc.GoogleAPICallError as exc:
             raise GcpError(f"{what}: {exc}") from None
     raise AssertionError("unreachable")
@@ -183,9 +183,8 @@ class Provisioner:
         while str(operation.status.name if hasattr(operation.status, "name") else operation.status) != "DONE":
             if time.monotonic() > deadline:
                 raise GcpError(f"{what}: not done after {self.spec.operation_timeout_s:g} s")
-            operation = _retrying(
-                what, functools.partial(self.compute.operations.wait, project=self.spec.project, zone=self.spec.zone, operation=operation.name)
-            )
+            wait = functools.partial(self.compute.operations.wait, project=self.spec.project, zone=self.spec.zone, operation=operation.name)
+            operation = _retrying(what, wait, self.sleep)
         if operation.error and operation.error.errors:
             errors = "; ".join(f"{e.code}: {e.message}" for e in operation.error.errors)
             raise GcpError(f"{what}: {errors}")
@@ -197,7 +196,7 @@ class Provisioner:
             resource = instance_resource(spec, name, self.run_id)
             rid = request_id(self.run_id, name, "insert")
             request = {"project": spec.project, "zone": spec.zone, "instance_resource": resource, "request_id": rid}
-            op = _retrying(f"creating instance {name}", functools.partial(self.compute.instances.insert_unary, request=request))
+            op = _retrying(f"creating instance {name}", functools.partial(self.compute.instances.insert_unary, request=request), self.sleep)
             operations.append((name, op))
         for name, op in operations:
             self._wait(op, f"creating instance {name}")
@@ -205,7 +204,8 @@ class Provisioner:
 
     def _describe(self, name: str) -> Created:
         spec = self.spec
-        instance = _retrying(f"reading instance {name}", lambda: self.compute.instances.get(project=spec.project, zone=spec.zone, instance=name))
+        get = functools.partial(self.compute.instances.get, project=spec.project, zone=spec.zone, instance=name)
+        instance = _retrying(f"reading instance {name}", get, self.sleep)
         interface = instance.network_interfaces[0]
         internal = interface.network_i_p
         external = next((a.nat_i_p for a in interface.access_configs if a.nat_i_p), "")
@@ -221,7 +221,8 @@ class Provisioner:
         deadline = time.monotonic() + spec.startup_timeout_s
         while True:
             try:
-                attrs = self.compute.instances.get_guest_attributes(project=spec.project, zone=spec.zone, instance=name, query_path="hostkeys/")
+                request = {"project": spec.project, "zone": spec.zone, "instance": name, "query_path": "hostkeys/"}
+                attrs = self.compute.instances.get_guest_attributes(request=request)
                 items = [(i.key, i.value) for i in attrs.query_value.items if i.namespace == "hostkeys"]
                 if items:
                     return items
@@ -236,10 +237,8 @@ class Provisioner:
     def labelled(self) -> list[str]:
         """Names of every instance in the zone labelled with the run id."""
         spec = self.spec
-        pager = _retrying(
-            "listing the run's instances",
-            lambda: self.compute.instances.list(request={"project": spec.project, "zone": spec.zone, "filter": f'labels.{RUN_LABEL}="{self.run_id}"'}),
-        )
+        request = {"project": spec.project, "zone": spec.zone, "filter": f'labels.{RUN_LABEL}="{self.run_id}"'}
+        pager = _retrying("listing the run's instances", functools.partial(self.compute.instances.list, request=request), self.sleep)
         return sorted(i.name for i in pager)
 
     def delete(self) -> list[str]:
@@ -250,7 +249,7 @@ class Provisioner:
         for name in names:
             rid = request_id(self.run_id, name, "delete")
             request = {"project": spec.project, "zone": spec.zone, "instance": name, "request_id": rid}
-            op = _retrying(f"deleting instance {name}", functools.partial(self.compute.instances.delete_unary, request=request))
+            op = _retrying(f"deleting instance {name}", functools.partial(self.compute.instances.delete_unary, request=request), self.sleep)
             operations.append((name, op))
         for name, op in operations:
             self._wait(op, f"deleting instance {name}")
@@ -279,6 +278,7 @@ def ssh_spec(spec: GcpClusterSpec, created: list[Created], known_hosts: Path) ->
             "user": spec.user,
             "key": spec.key,
             "clients": spec.clients,
+            "control": spec.control,
             "ssh": spec.ssh.model_dump(),
         }
     )
@@ -318,13 +318,14 @@ class GcpCluster(Cluster):
         compute: Compute | None = None,
         run_id: str | None = None,
         open_ssh: Callable[[SshClusterSpec, Path | None, str, dict[str, Any]], Cluster] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.spec = spec
         self.name = spec.name
         self.warnings: list[str] = []
         self.run_id = run_id or new_run_id()
         self.run_dir = run_dir
-        self.provisioner = Provisioner(spec, self.run_id, compute or Compute.default())
+        self.provisioner = Provisioner(spec, self.run_id, compute or Compute.default(), sleep)
         self.ssh: Cluster | None = None
         self.created: list[Created] = []
         self.deleted: list[str] = []

@@ -58,6 +58,7 @@ class GcpClusterSpec(BaseModel):
     startup_timeout_s: float = Field(default=600.0, gt=0, le=7200)
     operation_timeout_s: float = Field(default=300.0, gt=0, le=3600)
     clients: Literal["hosts", "local"] = "hosts"
+    control: Literal["direct", "tunnel"] = "tunnel"  # the orchestrator need not be reachable from the VMs
     ssh: SshSettings = SshSettings()
 
     @field_validator("key", "known_hosts")

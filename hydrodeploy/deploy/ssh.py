@@ -436,6 +436,7 @@ class SshHost(Host):
         self._lock = threading.Lock()
         self._handshakes = threading.Semaphore(self.settings.max_startups)
         self._programs: dict[str, str] = {}  # local program path -> remote path
+        self._tunnels: dict[int, int] = {}  # local control port -> its remote end's port
         self.outputs: dict[str, Path] = {}  # remote path under the run dir -> local file
 
     # ---- connections and commands ---------------------------------------------------------------
@@ -560,9 +561,14 @@ class SshHost(Host):
         return handle
 
     def _localize(self, config: dict[str, Any]) -> dict[str, Any]:
-        """A process configuration with this machine's paths: the program file it reads is
-        shipped, and a durable log it writes goes to the run directory (fetched back at the end)."""
+        """A process configuration for this machine: the program file it reads is shipped, a
+        durable log it writes goes to the run directory (fetched back at the end), and with
+        ``control: tunnel`` the orchestrator's control port is reached through this host's end
+        of a reverse SSH tunnel."""
         out = dict(config)
+        control = out.get("control")
+        if self.cluster.spec.control == "tunnel" and isinstance(control, list) and len(control) == 2:
+            out["control"] = ["127.0.0.1", self.tunnel(int(control[1]))]
         program = out.get("program")
         if isinstance(program, str) and os.path.isfile(program):
             out["program"] = self.ship_program(program)
@@ -572,6 +578,31 @@ class SshHost(Host):
             self.outputs[remote] = Path(durable)
             out["durable_log"] = f"{self.run_dir}/{remote}"
         return out
+
+    def tunnel(self, local_port: int) -> int:
+        """The port on this host's loopback interface that leads to ``127.0.0.1:local_port``
+        here (a reverse SSH tunnel, opened on first use)."""
+        with self._lock:
+            remote = self._tunnels.get(local_port)
+            conn = next((c for c in self._connections if c.transport.is_active()), None)
+        if remote is not None:
+            return remote
+        if conn is None:
+            conn = self._connect()
+
+        def accept(channel: paramiko.Channel, origin: tuple[str, int], server: tuple[str, int]) -> None:
+            threading.Thread(target=_splice, args=(channel, local_port), name=f"tunnel-{self.label}", daemon=True).start()
+
+        try:
+            remote = conn.transport.request_port_forward("127.0.0.1", 0, handler=accept)
+        except paramiko.SSHException as exc:
+            raise DeployError(
+                f"host {self.label}: sshd refused the reverse tunnel for control: tunnel ({exc}); "
+                f"it needs AllowTcpForwarding yes (or remote)"
+            ) from None
+        with self._lock:
+            self._tunnels[local_port] = remote
+        return remote
 
     # ---- stopping -------------------------------------------------------------------------------------
 
@@ -615,6 +646,34 @@ class SshHost(Host):
             connections, self._connections = self._connections, []
         for conn in connections:
             conn.client.close()
+
+
+def _splice(channel: paramiko.Channel, local_port: int) -> None:
+    """Carry one tunnelled connection between its channel and ``127.0.0.1:local_port``."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", local_port), timeout=10.0)
+    except OSError:
+        channel.close()
+        return
+    sock.settimeout(None)
+
+    def outward() -> None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            while data := sock.recv(65536):
+                channel.sendall(data)
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            channel.shutdown_write()
+
+    back = threading.Thread(target=outward, daemon=True)
+    back.start()
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        while data := channel.recv(65536):
+            sock.sendall(data)
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+    back.join()
+    sock.close()
+    channel.close()
 
 
 def _drain(recv: Callable[[int], bytes], into: io.BytesIO) -> None:
@@ -702,6 +761,8 @@ class SshCluster(Cluster):
         return LocalHost(self._local, f"clients-{i}", None, None, self.orchestrator_address())
 
     def orchestrator_address(self) -> str:
+        if self.spec.control == "tunnel":
+            return "127.0.0.1"  # the processes come through their host's tunnel
         if self.spec.orchestrator_address:
             return self.spec.orchestrator_address
         return self.machines[0].local_address if self.machines else "127.0.0.1"

@@ -10,6 +10,9 @@
     workdir: ~/.hydrodeploy           # bundles/<sha256>/ and runs/<run id>/ live here
     machine: {vcpus: 4, price_per_hour: 0.19}
     clients: hosts                    # client processes on the hosts (after the nodes) or local
+    control: direct                   # processes connect to the orchestrator (direct), or through
+                                      # a reverse SSH tunnel to it (tunnel: the orchestrator may be
+                                      # behind NAT; needs sshd's AllowTcpForwarding)
     hosts:
       - host: 10.0.0.2
         user: ubuntu
@@ -113,6 +116,7 @@ class SshClusterSpec(BaseModel):
     workdir: str = Field(default="~/.hydrodeploy", min_length=1)
     machine: MachineProfile = MachineProfile()
     clients: Literal["hosts", "local"] = "hosts"
+    control: Literal["direct", "tunnel"] = "direct"  # how processes reach the orchestrator's control port
     orchestrator_address: str | None = Field(default=None, pattern=HOST_PATTERN)
     ssh: SshSettings = SshSettings()
 

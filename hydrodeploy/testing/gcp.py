@@ -17,7 +17,8 @@ A recording is a JSON list of exchanges::
      "note": "why this exchange is here"}     # optional
 
 A request is answered by the first unused exchange with its method and path (and parameters);
-a request nothing matches fails the test with the request shown.
+a request nothing matches fails the test with the request shown. Recordings may hold
+placeholders (``${RUN_ID}``, ``${NAME_0}``, ...) that :func:`load_recording` fills in.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class FakeComputeAdapter(requests.adapters.BaseAdapter):
         method = str(request.method)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         raw = request.body
-        body = json.loads(raw) if raw else None
+        body = json.loads(raw) if isinstance(raw, str | bytes) and raw else None
         self.requests.append({"method": method, "path": url.path, "params": query, "body": body})
         for i, exchange in enumerate(self.pending):
             wanted = {str(k): str(v) for k, v in exchange.get("params", {}).items()}
@@ -76,8 +77,13 @@ def _response(request: requests.PreparedRequest, status: int, body: Any) -> requ
     return response
 
 
-def load_recording(path: str | Path) -> list[dict[str, Any]]:
-    exchanges: list[dict[str, Any]] = json.loads(Path(path).read_text())
+def load_recording(path: str | Path, values: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The exchanges of a recording, with every ``${NAME}`` replaced by ``values[NAME]`` (the
+    run id, instance names, request ids and addresses of the run under test)."""
+    text = Path(path).read_text()
+    for name, value in (values or {}).items():
+        text = text.replace("${" + name + "}", value)
+    exchanges: list[dict[str, Any]] = json.loads(text)
     return exchanges
 
 
@@ -87,11 +93,13 @@ def fake_compute(exchanges: Iterable[Mapping[str, Any]]) -> tuple[Compute, FakeC
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import compute_v1
     from google.cloud.compute_v1.services.instances.transports.rest import InstancesRestTransport
-    from google.cloud.compute_v1.services.zone_operations.transports.rest import ZoneOperationsRestTransport
+    from google.cloud.compute_v1.services.zone_operations.transports.rest import (
+        ZoneOperationsRestTransport,
+    )
 
     adapter = FakeComputeAdapter(exchanges)
-    instances = InstancesRestTransport(credentials=AnonymousCredentials())
-    operations = ZoneOperationsRestTransport(credentials=AnonymousCredentials())
+    instances = InstancesRestTransport(credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    operations = ZoneOperationsRestTransport(credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
     for transport in (instances, operations):
         transport._session.mount("https://", adapter)  # the library's own session, our adapter
     return Compute(compute_v1.InstancesClient(transport=instances), compute_v1.ZoneOperationsClient(transport=operations)), adapter
