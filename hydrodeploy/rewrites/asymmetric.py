@@ -17,6 +17,8 @@ could have seen its cause. See :mod:`.batching`.
 
 from __future__ import annotations
 
+import dataclasses
+
 from hydrodeploy.analysis.context import context
 from hydrodeploy.analysis.functional import functional
 from hydrodeploy.analysis.monotonicity import monotonicity
@@ -104,20 +106,39 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
     delta_rules: list[ir.Rule] = []
     for rel in sorted(s.shared_channels | s.back):
         terms = m.var_terms(m.attribute_names(program, rel))
-        if rel in s.shared_channels or rel in sm.existence:
-            relayed.append(batching.Relayed(rel, terms, (ir.Atom(rel, terms),)))
+        body: tuple[ir.Literal, ...] = (ir.Atom(rel, terms),)
+        if rel not in s.shared_channels and rel not in sm.existence:
+            # A relation that keeps its facts: relay only the facts new in this tick.
+            had = f"{batching.prefix(c2)}_had_{rel}"
+            delta_rules.append(
+                ir.Rule(
+                    ir.Head(had, terms),
+                    ir.RuleKind.NEXT,
+                    (ir.Atom(rel, terms),),
+                    comment=f"'{rel}' as of the previous tick, to relay only its new facts",
+                )
+            )
+            body = (*body, ir.Atom(had, terms, negated=True))
+        used = _columns_read(out.rules_of(c1), rel, len(terms))
+        if len(used) == len(terms):
+            relayed.append(batching.Relayed(rel, terms, body))
             continue
-        # A relation that keeps its facts: relay only the facts new in this tick.
-        had = f"{batching.prefix(c2)}_had_{rel}"
+        # C1 reads only some columns: relay their projection, which set semantics collapses to
+        # far fewer facts (a p2b proxy relays the ballots it saw, not every p2b).
+        seen = m.unique(out, f"{batching.prefix(c2)}_seen_{rel}")  # per-node bookkeeping, like the batches
+        projected = tuple(terms[i] for i in used)
         delta_rules.append(
             ir.Rule(
-                ir.Head(had, terms),
-                ir.RuleKind.NEXT,
-                (ir.Atom(rel, terms),),
-                comment=f"'{rel}' as of the previous tick, to relay only its new facts",
+                ir.Head(seen, projected),
+                ir.RuleKind.SYNC,
+                body,
+                comment=f"the columns of '{rel}' that {c1} reads: only they are relayed",
             )
         )
-        relayed.append(batching.Relayed(rel, terms, (ir.Atom(rel, terms), ir.Atom(had, terms, negated=True))))
+        relayed.append(batching.Relayed(seen, projected, (ir.Atom(seen, projected),)))
+        out = _read_projection(out, c1, rel, seen, used)
+        if rel in program.persisted:
+            out = m.add_persist(out, seen, comment=f"{c1}: '{rel}' projected, kept like '{rel}'")
 
     # C2: relay in batches, track acknowledgements, hold outputs.
     block2 = out.block(c2)
@@ -149,3 +170,28 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
     out = m.add_rules(out, c1, receiver)
     out = m.ensure_pairing(out, c1, c1, c2)
     return out, topology_for(out, topology)
+
+
+def _columns_read(rules: tuple[ir.Rule, ...], relation: str, arity: int) -> tuple[int, ...]:
+    """Positions of ``relation`` that some atom of ``rules`` binds or tests (not ``_``)."""
+    used = {
+        i
+        for rule in rules
+        for atom in rule.atoms()
+        if atom.relation == relation
+        for i, term in enumerate(atom.terms)
+        if not isinstance(term, ir.Wildcard)
+    }
+    return tuple(i for i in range(arity) if i in used)
+
+
+def _read_projection(program: ir.Program, component: str, relation: str, projection: str, used: tuple[int, ...]) -> ir.Program:
+    """``component``'s rules read ``projection`` (the ``used`` columns) instead of ``relation``."""
+
+    def project(lit: ir.Literal) -> ir.Literal:
+        if isinstance(lit, ir.Atom) and lit.relation == relation:
+            return ir.Atom(projection, tuple(lit.terms[i] for i in used), lit.negated, lit.span)
+        return lit
+
+    rules = [dataclasses.replace(r, body=tuple(project(lit) for lit in r.body)) for r in program.rules_of(component)]
+    return m.replace_block(program, component, rules)

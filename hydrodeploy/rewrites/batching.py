@@ -47,6 +47,18 @@ def _rule(head: str, terms: Sequence[ir.HeadTerm], kind: ir.RuleKind, body: Sequ
     return ir.Rule(ir.Head(head, tuple(terms), dest), kind, tuple(body), comment=comment)
 
 
+def _tag(p: str, relation: str) -> str:
+    """A relayed relation's name inside the batch bookkeeping (a relation that is itself
+    bookkeeping of these batches, such as a projection, is not prefixed twice)."""
+    return relation.removeprefix(p + "_")
+
+
+def _channel(p: str, relation: str) -> str:
+    """The channel that carries a relayed relation's facts to the receiver."""
+    tag = _tag(p, relation)
+    return f"{p}_{tag}" if tag == relation else f"{p}_relay_{tag}"
+
+
 def _atom(rel: str, *terms: ir.BodyTerm, negated: bool = False) -> ir.Atom:
     return ir.Atom(rel, tuple(terms), negated=negated)
 
@@ -60,7 +72,7 @@ def sender_rules(
     n, size, prev, c, j = V("n"), V("size"), V("prev"), V("c"), V("j")
     out: list[ir.Rule] = []
     for r in relayed:
-        count_rel = f"{p}_count_{r.relation}"
+        count_rel = f"{p}_count_{_tag(p, r.relation)}"
         out.append(
             _rule(
                 count_rel,
@@ -71,11 +83,11 @@ def sender_rules(
             )
         )
     if len(relayed) == 1:
-        out.append(_rule(f"{p}_size", (c,), ir.RuleKind.SYNC, (_atom(f"{p}_count_{relayed[0].relation}", c),)))
+        out.append(_rule(f"{p}_size", (c,), ir.RuleKind.SYNC, (_atom(f"{p}_count_{_tag(p, relayed[0].relation)}", c),)))
     else:
         for r in relayed:
             out.append(
-                _rule(f"{p}_part", (ir.Const(r.relation), c), ir.RuleKind.SYNC, (_atom(f"{p}_count_{r.relation}", c),))
+                _rule(f"{p}_part", (ir.Const(r.relation), c), ir.RuleKind.SYNC, (_atom(f"{p}_count_{_tag(p, r.relation)}", c),))
             )
         out.append(
             _rule(f"{p}_size", (ir.Aggregate("sum", c),), ir.RuleKind.SYNC, (_atom(f"{p}_part", V("r"), c),))
@@ -105,7 +117,7 @@ def sender_rules(
         values = tuple(r.terms)
         out.append(
             _rule(
-                f"{p}_{r.relation}",
+                _channel(p, r.relation),
                 (j, n, *values),
                 ir.RuleKind.ASYNC,
                 (*r.body, _atom(f"{p}_number", n), _atom("self_partition", j), *to_receiver),
@@ -132,18 +144,18 @@ def receiver_rules(
     out: list[ir.Rule] = []
     for rel, names in relayed:
         vs = tuple(V(x) for x in names)
-        buf = f"{p}_buffer_{rel}"
+        buf = f"{p}_buffer_{_tag(p, rel)}"
         out += [
-            _rule(buf, (j, n, *vs), ir.RuleKind.SYNC, (_atom(f"{p}_{rel}", j, n, *vs),), comment=f"relayed '{rel}' facts wait for their batch"),
+            _rule(buf, (j, n, *vs), ir.RuleKind.SYNC, (_atom(_channel(p, rel), j, n, *vs),), comment=f"relayed '{rel}' facts wait for their batch"),
             _rule(buf, (j, n, *vs), ir.RuleKind.NEXT, (_atom(buf, j, n, *vs), _atom(f"{p}_ready", j, n, negated=True))),
-            _rule(f"{p}_arrived_{rel}", (j, n, ir.Aggregate("count", None)), ir.RuleKind.SYNC, (_atom(buf, j, n, *vs),)),
+            _rule(f"{p}_arrived_{_tag(p, rel)}", (j, n, ir.Aggregate("count", None)), ir.RuleKind.SYNC, (_atom(buf, j, n, *vs),)),
         ]
     if len(relayed) == 1:
-        out.append(_rule(f"{p}_arrived", (j, n, c), ir.RuleKind.SYNC, (_atom(f"{p}_arrived_{relayed[0][0]}", j, n, c),)))
+        out.append(_rule(f"{p}_arrived", (j, n, c), ir.RuleKind.SYNC, (_atom(f"{p}_arrived_{_tag(p, relayed[0][0])}", j, n, c),)))
     else:
         for rel, _ in relayed:
             out.append(
-                _rule(f"{p}_arrived_part", (j, n, ir.Const(rel), c), ir.RuleKind.SYNC, (_atom(f"{p}_arrived_{rel}", j, n, c),))
+                _rule(f"{p}_arrived_part", (j, n, ir.Const(rel), c), ir.RuleKind.SYNC, (_atom(f"{p}_arrived_{_tag(p, rel)}", j, n, c),))
             )
         out.append(
             _rule(f"{p}_arrived", (j, n, ir.Aggregate("sum", c)), ir.RuleKind.SYNC, (_atom(f"{p}_arrived_part", j, n, V("r"), c),))
@@ -181,7 +193,7 @@ def receiver_rules(
                 rel,
                 vs,
                 ir.RuleKind.SYNC,
-                (_atom(f"{p}_buffer_{rel}", j, n, *vs), _atom(f"{p}_ready", j, n)),
+                (_atom(f"{p}_buffer_{_tag(p, rel)}", j, n, *vs), _atom(f"{p}_ready", j, n)),
                 comment=f"'{rel}' as the sender relayed it, one whole batch at a time",
             )
         )
