@@ -326,3 +326,32 @@ def test_gcp_instances_become_ssh_hosts_checked_with_keys_from_guest_attributes(
     assert [h["host"] for h in state["hosts"]] == addresses  # what the SSH part recorded
     assert state["instances"][1]["host_keys"] == [f"ssh-ed25519 {two[1].fingerprint}"]
     assert adapter.pending == []
+
+
+def test_a_host_lost_mid_run_is_named_and_the_cleanup_problem_reported(hosts: SshdHosts, tmp_path: Path) -> None:
+    lost = hosts.hosts[1]
+    spec = load_cluster(hosts.cluster_file(tmp_path / "netns.yaml"))
+    assert isinstance(spec, SshClusterSpec)
+    cluster = SshCluster(spec, tmp_path)
+    try:
+        handle = cluster.machines[1].start(ProcessSpec("s/0", SLEEPER, b"", tmp_path / "s.log", tmp_path))
+        deadline = time.monotonic() + 30
+        while not handle.pid and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.05)
+        hosts.crash(lost)
+        assert handle.wait(60) == 255
+        assert handle.describe_exit() == f"lost: the SSH connection to {lost.address} ended"
+    finally:
+        cluster.close()
+        hosts.restart(lost)
+    assert [w for w in cluster.warnings if w.startswith("cleaning up failed: ")] == [
+        f"cleaning up failed: host {lost.address}: cannot connect to {lost.address} port 22 (2 attempts): "
+        f"[Errno 111] Connection refused; something of the run may be left there: run `hydrodeploy teardown {tmp_path}`"
+    ]
+    assert json.loads((tmp_path / "cluster.json").read_text())["status"] == "incomplete"
+    assert settle(hosts) == {}
+    # the others were cleaned; the lost host's run directory is what teardown is for
+    assert [d.parent.parent.parent.name for d in run_dirs(hosts)] == ["host1"]
+    proc = hydrodeploy("teardown", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert run_dirs(hosts) == []

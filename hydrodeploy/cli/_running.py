@@ -132,6 +132,7 @@ def run_workload(args: argparse.Namespace) -> int:
     view = _Progress(err, run_dir)
     for warning in cluster.warnings:
         view.warning(warning)
+    warned = len(cluster.warnings)
     result = SweepResult()
     failure: ProcessFailure | None = None
     interrupted: BaseException | None = None
@@ -159,6 +160,8 @@ def run_workload(args: argparse.Namespace) -> int:
             bench.close()
         cluster.close()
         run_dir.close()
+    for warning in cluster.warnings[warned:]:  # e.g. a host where cleaning up failed
+        err.print(f"[yellow]warning:[/] {warning}")
     points = _measured(run_dir)
     if points:
         machines = bench.machines if bench is not None else 0

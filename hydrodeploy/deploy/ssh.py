@@ -822,7 +822,10 @@ class SshCluster(Cluster):
         failures = parallel(self.machines, finish, 32)
         for machine, exc in zip(self.machines, failures, strict=True):
             if exc is not None:
-                self.problems.append(str(exc) if isinstance(exc, DeployError) else f"host {machine.label}: {exc!r}")
+                problem = str(exc) if isinstance(exc, DeployError) else f"host {machine.label}: {exc!r}"
+                self.problems.append(problem)
+                retry = f"`hydrodeploy teardown {self.run_dir}`" if self.run_dir is not None else "`hydrodeploy teardown RUN_DIR`"
+                self.warnings.append(f"cleaning up failed: {problem}; something of the run may be left there: run {retry}")
         for machine in self.machines:
             machine.disconnect()
         with self._merged_lock:

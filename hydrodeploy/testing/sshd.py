@@ -59,6 +59,17 @@ def fingerprint(pub: Path) -> str:
     return out.split()[1]
 
 
+def _sshd(namespace: str, directory: Path) -> subprocess.Popen[bytes]:
+    with open(directory / "sshd.log", "ab") as log:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", namespace, SSHD, "-D", "-e", "-f", str(directory / "sshd_config")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 @dataclass
 class SshdHost:
     index: int
@@ -142,17 +153,9 @@ class SshdHosts:
                 ]
             )
         )
-        log = open(directory / "sshd.log", "wb")  # noqa: SIM115 - handed to sshd
-        sshd = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, SSHD, "-D", "-e", "-f", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
         fields = line.split()
-        return SshdHost(i, namespace, address, directory, workdir, f"{fields[0]} {fields[1]}", fingerprint(key.with_name(key.name + ".pub")), sshd)
+        pub = key.with_name(key.name + ".pub")
+        return SshdHost(i, namespace, address, directory, workdir, f"{fields[0]} {fields[1]}", fingerprint(pub), _sshd(namespace, directory))
 
     def _wait_listening(self, host: SshdHost) -> None:
         deadline = time.monotonic() + 30.0
@@ -166,6 +169,20 @@ class SshdHosts:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"sshd of host {host.index} does not answer on {host.address}:22")
             time.sleep(0.05)
+
+    def crash(self, host: SshdHost) -> None:
+        """The machine dies: its sshd and everything running on it are killed at once."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(host.sshd.pid, signal.SIGKILL)
+        host.sshd.wait()
+        for pid in host.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def restart(self, host: SshdHost) -> None:
+        """Its sshd again (same address, keys and configuration)."""
+        host.sshd = _sshd(host.namespace, host.directory)
+        self._wait_listening(host)
 
     def write_known_hosts(self, hosts: list[SshdHost]) -> None:
         """Make ``known_hosts`` hold exactly the keys of ``hosts``."""
