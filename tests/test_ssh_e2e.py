@@ -355,3 +355,26 @@ def test_a_host_lost_mid_run_is_named_and_the_cleanup_problem_reported(hosts: Ss
     proc = hydrodeploy("teardown", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert run_dirs(hosts) == []
+
+
+def test_client_processes_on_the_orchestrators_machine(hosts: SshdHosts, tmp_path: Path) -> None:
+    spec = load_cluster(hosts.cluster_file(tmp_path / "netns.yaml", clients="local"))
+    cluster = open_cluster(spec, tmp_path)
+    bench = Bench(ROOT / "protocols" / "voting.ded", cluster, tmp_path / "logs", client_processes=2)
+
+    async def one_point() -> float:
+        await bench.start()
+        point, _ = await bench.point(0, 8, WindowsSpec(warmup_s=0.3, measure_s=0.5, cooldown_s=0.1, bin_s=0.25), ClientsSpec())
+        await bench.stop()
+        return point.throughput
+
+    try:
+        assert asyncio.run(one_point()) > 0
+        placed = {name: peer.host.address for name, peer in bench.deployment.peers.items()}
+        local = cluster.orchestrator_address()  # the bridge's address on this machine
+        assert placed["clients/0"] == placed["clients/1"] == local
+        assert {placed[n] for n in bench.deployment.nodes()} == {h.address for h in hosts.hosts}
+    finally:
+        bench.close()
+    assert settle(hosts) == {}
+    assert run_dirs(hosts) == []

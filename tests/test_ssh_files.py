@@ -166,3 +166,19 @@ def test_a_program_ships_with_the_modules_its_functions_import() -> None:
     assert modules["protocols/functions.py"] == ROOT / "protocols" / "functions.py"
     assert "protocols/__init__.py" in modules
     assert program_files(ROOT / "protocols" / "voting.ded") == ("voting.ded", {})
+
+
+# ---- teardown without hosts ----------------------------------------------------------------------
+
+
+def test_teardown_of_a_missing_or_local_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["teardown", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nowhere'}: no such run directory"
+    assert main(["teardown", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    (tmp_path / "spec.yaml").write_text("cluster: {kind: local}\n")
+    assert main(["teardown", str(tmp_path)]) == 0
+    assert "a local run (no cluster.json): its processes died with it" in capsys.readouterr().out
+    (tmp_path / "cluster.json").write_text('{"kind": "mainframe"}')
+    assert main(["teardown", str(tmp_path)]) == 2
+    assert "unknown cluster kind 'mainframe'" in capsys.readouterr().err
