@@ -40,7 +40,14 @@ from typing import Any
 
 from hydrodeploy.deploy.gcpfile import GcpClusterSpec
 from hydrodeploy.deploy.host import Cluster, DeployError, Host
-from hydrodeploy.deploy.ssh import SshCluster, connect, fingerprint, new_run_id, resolve_targets
+from hydrodeploy.deploy.ssh import (
+    HostKeyRefused,
+    SshCluster,
+    connect,
+    fingerprint,
+    new_run_id,
+    resolve_targets,
+)
 from hydrodeploy.deploy.sshfile import SshClusterSpec
 from hydrodeploy.deploy.teardown import STATE_FILE
 
@@ -300,8 +307,10 @@ def wait_ready(ssh: SshClusterSpec, timeout: float, sleep: Callable[[float], Non
                     client.close()
                 if status == 0:
                     break
-            except DeployError as exc:
-                if "host key" in str(exc) or time.monotonic() > deadline:
+            except HostKeyRefused:
+                raise  # never waited out: the keys come from the API
+            except DeployError:
+                if time.monotonic() > deadline:
                     raise
             if time.monotonic() > deadline:
                 raise GcpError(f"instance {target.label}: the startup script did not finish within {timeout:g} s")

@@ -322,6 +322,8 @@ class _Merged:
 
     def lines(self, prefix: bytes, lines: Sequence[bytes]) -> None:
         with self.lock:
+            if self.file.closed:  # a straggler after the cluster closed: its own log has it
+                return
             for line in lines:
                 self.file.write(prefix + line + b"\n")
             self.file.flush()
