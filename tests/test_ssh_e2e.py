@@ -357,10 +357,11 @@ def test_a_host_lost_mid_run_is_named_and_the_cleanup_problem_reported(hosts: Ss
     assert run_dirs(hosts) == []
 
 
-def test_client_processes_on_the_orchestrators_machine(hosts: SshdHosts, tmp_path: Path) -> None:
+def test_client_processes_on_the_orchestrators_machine_and_durable_logs_fetched(hosts: SshdHosts, tmp_path: Path) -> None:
     spec = load_cluster(hosts.cluster_file(tmp_path / "netns.yaml", clients="local"))
     cluster = open_cluster(spec, tmp_path)
-    bench = Bench(ROOT / "protocols" / "voting.ded", cluster, tmp_path / "logs", client_processes=2)
+    durable = tmp_path / "durable"
+    bench = Bench(ROOT / "protocols" / "two_pc.ded", cluster, tmp_path / "logs", client_processes=2, durable_dir=durable)
 
     async def one_point() -> float:
         await bench.start()
@@ -378,3 +379,8 @@ def test_client_processes_on_the_orchestrators_machine(hosts: SshdHosts, tmp_pat
         bench.close()
     assert settle(hosts) == {}
     assert run_dirs(hosts) == []
+    # the nodes' .log records (written on the hosts) were fetched back where the orchestrator keeps them
+    records = {p.name: p.read_text().splitlines() for p in durable.glob("*.jsonl")}
+    assert set(records) == {"coordinator-0.jsonl", "participant-0.jsonl", "participant-1.jsonl", "participant-2.jsonl"}
+    assert all(records.values())
+    assert json.loads(records["coordinator-0.jsonl"][0])[0] == "coord_commit_log"
