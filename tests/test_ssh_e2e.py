@@ -7,6 +7,7 @@ behind; a crashed run is cleaned up by ``hydrodeploy teardown``."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import yaml
 
 from hydrodeploy.bench.experiment import Bench
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
-from hydrodeploy.deploy import ProcessSpec
+from hydrodeploy.deploy import DeployError, ProcessSpec
 from hydrodeploy.deploy.cluster import load_cluster, open_cluster
 from hydrodeploy.deploy.ssh import HostKeyRefused, SshCluster, SshHost
 from hydrodeploy.deploy.sshfile import SshClusterSpec
@@ -384,3 +385,36 @@ def test_client_processes_on_the_orchestrators_machine_and_durable_logs_fetched(
     assert set(records) == {"coordinator-0.jsonl", "participant-0.jsonl", "participant-1.jsonl", "participant-2.jsonl"}
     assert all(records.values())
     assert json.loads(records["coordinator-0.jsonl"][0])[0] == "coord_commit_log"
+
+
+@functools.cache
+def other_python() -> str | None:
+    """An interpreter here of another CPython minor version than this one, if there is one."""
+    import glob
+    import shutil
+
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")))
+    candidates += [shutil.which(f"python3.{minor}") or "" for minor in range(8, 16)]
+    for path in candidates:
+        if not path or not os.access(path, os.X_OK):
+            continue
+        probe = subprocess.run([path, "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            continue  # e.g. a pyenv shim of a version that is not selected
+        major, minor = map(int, probe.stdout.split())
+        if (major, minor) >= (3, 8) and minor != sys.version_info.minor:
+            return path
+    return None
+
+
+@pytest.mark.skipif(other_python() is None, reason="no interpreter of another Python version here")
+def test_a_host_python_that_cannot_load_the_bundle_is_named(hosts: SshdHosts, tmp_path: Path) -> None:
+    python = other_python()
+    assert python is not None
+    spec = load_cluster(hosts.cluster_file(tmp_path / "netns.yaml", python=python))
+    with pytest.raises(DeployError) as info:
+        open_cluster(spec, tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"host {hosts.hosts[0].address}: its Python 3.") or "3 of 3 hosts could not be set up" in message
+    assert "loads extension modules" in message and "pyhdrh" in message
+    assert run_dirs(hosts) == []
