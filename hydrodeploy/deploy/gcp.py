@@ -62,7 +62,7 @@ set -u
 if command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q python3 linux-perf || apt-get install -y -q python3 linux-tools-generic || apt-get install -y -q python3
+  apt-get install -y -q python3 linux-perf || apt-get install -y -q python3 "linux-tools-$(uname -r)" || apt-get install -y -q python3
 elif command -v dnf >/dev/null 2>&1; then
   dnf install -y python3 perf
 elif command -v yum >/dev/null 2>&1; then
