@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -13,8 +15,14 @@ from pathlib import Path
 import paramiko
 import pytest
 
+import hydrodeploy
 from hydrodeploy.cli.main import main
-from hydrodeploy.deploy.bundle import BUNDLED_DISTRIBUTIONS, build_bundle, program_files
+from hydrodeploy.deploy.bundle import (
+    BUNDLED_DISTRIBUTIONS,
+    build_bundle,
+    make_bundle,
+    program_files,
+)
 from hydrodeploy.deploy.cluster import load_cluster
 from hydrodeploy.deploy.gcpfile import GcpClusterSpec
 from hydrodeploy.deploy.ssh import fingerprint, resolve_targets
@@ -126,14 +134,17 @@ def test_fingerprints_are_the_ones_ssh_keygen_shows(tmp_path: Path) -> None:
 # ---- the bundle -----------------------------------------------------------------------------------
 
 
-def test_the_bundle_is_content_addressed_and_holds_the_package_and_its_dependencies() -> None:
-    bundle = build_bundle()
-    build_bundle.cache_clear()
-    again = build_bundle()
-    assert again.sha256 == bundle.sha256 and again.data == bundle.data  # deterministic
-    import hashlib
-
+def test_the_bundle_is_content_addressed_and_holds_the_package_and_its_dependencies(tmp_path: Path) -> None:
+    snapshot = tmp_path / "hydrodeploy"  # a copy: the bundle of files nobody edits meanwhile
+    shutil.copytree(Path(hydrodeploy.__file__).parent, snapshot, ignore=shutil.ignore_patterns("__pycache__"))
+    bundle = make_bundle(snapshot)
     assert hashlib.sha256(gzip.decompress(bundle.data)).hexdigest() == bundle.sha256
+    (snapshot / "runtime" / "node.py").touch()  # a new modification time: the same bundle
+    again = make_bundle(snapshot)
+    assert again.sha256 == bundle.sha256 and again.data == bundle.data
+    with (snapshot / "runtime" / "node.py").open("a") as f:  # new contents: another bundle
+        f.write("\n")
+    assert make_bundle(snapshot).sha256 != bundle.sha256
     with tarfile.open(fileobj=io.BytesIO(bundle.data)) as tar:
         names = set(tar.getnames())
     assert {"BUNDLE.json", "hydrodeploy/runtime/node.py", "hydrodeploy/language/ded.lark", "hydrodeploy/deploy/hostagent.py"} <= names

@@ -57,8 +57,7 @@ class Bundle:
         return self.sha256[:12]
 
 
-def _package_files() -> Iterator[tuple[str, Path]]:
-    root = Path(hydrodeploy.__file__).resolve().parent
+def _package_files(root: Path) -> Iterator[tuple[str, Path]]:
     for path in sorted(root.rglob("*")):
         if "__pycache__" in path.parts or not path.is_file() or not path.name.endswith(PACKAGE_SUFFIXES):
             continue
@@ -93,7 +92,14 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
 @functools.lru_cache(maxsize=1)
 def build_bundle() -> Bundle:
     """The bundle of the code installed here (built once per process)."""
-    members: dict[str, Path] = dict(_package_files())
+    return make_bundle(Path(hydrodeploy.__file__).resolve().parent)
+
+
+def make_bundle(package: Path) -> Bundle:
+    """The bundle of the ``hydrodeploy`` package at ``package`` and the installed
+    distributions of :data:`BUNDLED_DISTRIBUTIONS`. Only paths and contents count: the same
+    files give the same bundle, byte for byte."""
+    members: dict[str, Path] = dict(_package_files(package))
     for dist in BUNDLED_DISTRIBUTIONS:
         members.update(_distribution_files(dist))
     ext_suffix = str(sysconfig.get_config_var("EXT_SUFFIX") or "")
