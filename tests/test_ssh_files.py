@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -193,3 +194,16 @@ def test_teardown_of_a_missing_or_local_run_directory(tmp_path: Path, capsys: py
     (tmp_path / "cluster.json").write_text('{"kind": "mainframe"}')
     assert main(["teardown", str(tmp_path)]) == 2
     assert "unknown cluster kind 'mainframe'" in capsys.readouterr().err
+
+
+def test_the_readme_cluster_files_validate(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Running on your cluster") :]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    kinds = []
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"c{i}.yaml"
+        path.write_text(block)
+        kinds.append(type(load_cluster(path)))
+    assert kinds == [SshClusterSpec, GcpClusterSpec]
