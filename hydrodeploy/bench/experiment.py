@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,19 @@ class Observer:
 
     def point_done(self, point: Point) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class Window:
+    """The raw counters at both ends of a point's measurement window: every node's ``metrics``
+    (per-rule CPU and firings, channels, process CPU), its host's limit counters, and this
+    machine's ``psutil.cpu_times()`` (for profilers and cost models)."""
+
+    before: dict[str, dict[str, Any]]
+    after: dict[str, dict[str, Any]]
+    throttle_before: dict[str, dict[str, float]]
+    throttle_after: dict[str, dict[str, float]]
+    host_busy: float
 
 
 @dataclass
@@ -125,6 +138,10 @@ class Bench:
             cspec = ClientSpec(f"clients/{p}", p, client_processes, self.program_path, instances, "", ("", 0), seed=seed)
             members.append(Member(cspec.name, "clients", python_module("hydrodeploy.bench.client"), cspec.to_config()))
         self.deployment = Deployment(cluster, members, log_dir)
+        self.last_window: Window | None = None  # the raw counters of the last measured point
+        # called with "start" and "end" when a point's measurement window starts and ends
+        # (profilers sample their own counters there)
+        self.window_hooks: list[Callable[[str], None]] = []
 
     @property
     def machines(self) -> int:
@@ -170,9 +187,13 @@ class Bench:
             loop = asyncio.get_running_loop()
             mono_start = loop.time() + (start_at - time.time())
             await dep.guard(asyncio.sleep(max(0.0, mono_start + windows.warmup_s - loop.time())))
+            for hook in self.window_hooks:
+                hook("start")
             before, throttle_before, host_before = await dep.metrics(), dep.limit_stats(), psutil.cpu_times()
             await dep.guard(asyncio.sleep(max(0.0, mono_start + windows.warmup_s + windows.measure_s - loop.time())))
             after, throttle_after, host_after = await dep.metrics(), dep.limit_stats(), psutil.cpu_times()
+            for hook in self.window_hooks:
+                hook("end")
             raw = await dep.guard(results)
         finally:
             if not results.done():
@@ -181,6 +202,7 @@ class Bench:
                 results.exception()  # retrieved: the failure is raised by the guard above
         quotas = {n: dep.peers[n].host.cpus for n in dep.nodes()}
         usage = node_usage(before, after, quotas, throttle_before, throttle_after)
+        self.last_window = Window(before, after, throttle_before, throttle_after, host_busy(host_before, host_after))
         return summarize(index, clients, repeat, raw, usage, host_busy(host_before, host_after)), raw
 
     async def _loads(self, loads: Sequence[tuple[str, dict[str, Any]]], seconds: float) -> list[dict[str, Any]]:

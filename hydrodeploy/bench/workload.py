@@ -18,7 +18,13 @@
       plateau_steps: 2
       repeats: 1
     slo: {p99_ms: null}               # stop once p99 exceeds this
-    budget: {machines: null}
+    budget: {machines: null}           # machines (nodes) `analyze` may use
+    analyze:                          # `hydrodeploy analyze`: windows, iterations, gain to keep
+      windows: null                   # (default: the windows above)
+      iterations: 8
+      min_gain: 0.05
+      verify_seeds: 10
+      calibrate: true
     quick:                            # `--quick`: these windows and client counts instead
       windows: {warmup_s: 1, measure_s: 2, cooldown_s: 0.2, bin_s: 0.25}
       clients: [1, 4, 16]
@@ -108,6 +114,16 @@ class BudgetSpec(_Strict):
     machines: int | None = Field(default=None, ge=1)
 
 
+class AnalyzeSpec(_Strict):
+    """Settings of ``hydrodeploy analyze`` (the optimizer loop)."""
+
+    windows: WindowsSpec | None = None  # windows of every measured point (default: the workload's)
+    iterations: int = Field(default=8, ge=1, le=100)  # configurations measured, the base included
+    min_gain: float = Field(default=0.05, ge=0)  # a rewrite is kept when throughput rises this much
+    verify_seeds: int = Field(default=10, ge=0, le=1000)  # simulation seeds checking each rewrite
+    calibrate: bool = True  # measure the runtime's own costs with a calibration program first
+
+
 class QuickSpec(_Strict):
     windows: WindowsSpec = WindowsSpec(warmup_s=1.0, measure_s=2.0, cooldown_s=0.2, bin_s=0.25)
     clients: list[int] = [1, 4, 16]
@@ -126,6 +142,7 @@ class WorkloadSpec(_Strict):
     slo: SloSpec = SloSpec()
     budget: BudgetSpec = BudgetSpec()
     quick: QuickSpec = QuickSpec()
+    analyze: AnalyzeSpec = AnalyzeSpec()
 
     @field_validator("protocol", "cluster")
     @classmethod

@@ -35,6 +35,7 @@ class RunDirectory:
         self.path = path
         self._csv: Any = None
         self._writer: csv.DictWriter[str] | None = None
+        self._append = False  # results.csv exists already (a resumed run): append to it
 
     @staticmethod
     def create(root: Path, name: str, now: float | None = None) -> RunDirectory:
@@ -70,12 +71,31 @@ class RunDirectory:
     def write_spec(self, spec: Mapping[str, Any]) -> None:
         (self.path / "spec.yaml").write_text(yaml.safe_dump(dict(spec), sort_keys=False))
 
+    @staticmethod
+    def reopen(path: Path, keep_iterations: Iterable[int] | None = None) -> RunDirectory:
+        """An existing run directory, to continue it: results.csv keeps the rows of
+        ``keep_iterations`` (all when None) and new rows are appended after them."""
+        run = RunDirectory(path)
+        results = path / "results.csv"
+        if keep_iterations is not None and results.exists():
+            keep = {str(i) for i in keep_iterations}
+            with open(results, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("iteration") in keep]
+            with open(results, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["iteration", *CSV_COLUMNS])
+                writer.writeheader()
+                writer.writerows(rows)
+        run._append = results.exists()
+        return run
+
     def add_result(self, iteration: int, point: Point) -> None:
         """Append the point's row to results.csv, flushed to disk before returning."""
         if self._writer is None:
-            self._csv = open(self.path / "results.csv", "w", newline="")  # noqa: SIM115 - kept open for the run
+            mode = "a" if self._append else "w"
+            self._csv = open(self.path / "results.csv", mode, newline="")  # noqa: SIM115 - kept open for the run
             self._writer = csv.DictWriter(self._csv, fieldnames=["iteration", *CSV_COLUMNS])
-            self._writer.writeheader()
+            if not self._append:
+                self._writer.writeheader()
         self._writer.writerow({"iteration": iteration, **point.row()})
         self._csv.flush()
         os.fsync(self._csv.fileno())

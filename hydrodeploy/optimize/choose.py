@@ -1,0 +1,179 @@
+"""Placement under the machine budget: how many partitions each component gets, by MILP.
+
+For one structure (which decouplings), each component ``c`` with ``I_c`` logical instances has a
+CPU cost per request on its busiest node, measured in the performance simulation unpartitioned
+and split in two; that fits ``cost_c(k) = a_c / k + b_c`` for ``k`` partitions (``a_c``: the work
+partitions share, ``b_c``: what each partition repeats). A node may use ``capacity_c`` cores.
+With a binary ``z_ck`` per choice of ``k``, the mixed-integer program (``scipy.optimize.milp``,
+HiGHS) is::
+
+    maximise   X / X_scale  -  eps * machines
+    subject to sum_k z_ck = 1                                  for every partitionable c
+               X <= sum_k z_ck * capacity_c / cost_c(k)        for every partitionable c
+               X <= capacity_c / cost_c(1)                     for every other c
+               machines = sum_c I_c * sum_k k * z_ck  <=  budget
+               host_cost * X + node_cores * machines  <=  host_cores    (local clusters)
+
+``eps`` makes a machine that does not raise the maximum throughput not worth having. The latency
+budget is checked on each structure's unloaded latency before it is offered to the solver.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import LinearConstraint, milp
+
+EPSILON = 2e-3
+MAX_PARTITIONS = 16
+
+
+@dataclass(frozen=True)
+class ComponentTerm:
+    name: str
+    instances: int
+    capacity: float  # cores a node may use for requests
+    cost1: float  # CPU seconds per request of its busiest node, unpartitioned
+    cost2: float | None = None  # the same with two partitions per instance (None: not partitionable)
+
+    @property
+    def partitionable(self) -> bool:
+        return self.cost2 is not None
+
+    def shares(self) -> tuple[float, float]:
+        """(a, b) of cost(k) = a / k + b."""
+        if self.cost2 is None:
+            return 0.0, self.cost1
+        a = max(0.0, 2.0 * (self.cost1 - self.cost2))
+        b = max(0.0, self.cost1 - a)
+        return a, b
+
+    def cost(self, k: int) -> float:
+        a, b = self.shares()
+        return a / k + b
+
+    def throughput(self, k: int) -> float:
+        c = self.cost(k)
+        return self.capacity / c if c > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class Placement:
+    counts: dict[str, int]  # partitions per instance of each component
+    throughput: float  # the linear model's maximum throughput
+    machines: int
+    bound: str  # what limits it: a component, "host CPU" or "machine budget"
+    status: str = "optimal"
+    components: list[dict[str, Any]] = field(default_factory=list)  # per component: k, cost, throughput
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def place(
+    terms: Sequence[ComponentTerm],
+    budget: int | None,
+    host_cores: float | None = None,
+    host_cost: float = 0.0,
+    node_cores: float = 0.0,
+    max_partitions: int = MAX_PARTITIONS,
+) -> Placement:
+    """Partition counts maximising throughput within the budget (module docstring)."""
+    fixed_machines = sum(t.instances for t in terms if not t.partitionable)
+    parts = [t for t in terms if t.partitionable]
+    limit = budget if budget is not None else fixed_machines + sum(t.instances * max_partitions for t in parts)
+    if fixed_machines + sum(t.instances for t in parts) > limit:
+        return Placement({}, 0.0, fixed_machines + sum(t.instances for t in parts), "machine budget", "infeasible")
+    choices: list[tuple[ComponentTerm, int]] = []
+    for t in parts:
+        room = (limit - fixed_machines - sum(u.instances for u in parts if u is not t)) // t.instances + 1
+        for k in range(1, max(1, min(max_partitions, room)) + 1):
+            choices.append((t, k))
+    caps = [t.throughput(1) for t in terms if not t.partitionable]
+    upper = min(caps) if caps else math.inf
+    best_each = [max(t.throughput(k) for u, k in choices if u is t) for t in parts]
+    scale = min([upper, *best_each]) if (parts or caps) else 1.0
+    if not math.isfinite(scale) or scale <= 0:
+        scale = 1.0
+    nx = 1 + len(choices)
+    cost = np.zeros(nx)
+    cost[0] = -1.0 / scale
+    for j, (t, k) in enumerate(choices, start=1):
+        cost[j] = EPSILON * t.instances * k
+    rows: list[np.ndarray] = []
+    lo: list[float] = []
+    hi: list[float] = []
+    for t in parts:
+        one = np.zeros(nx)
+        cap = np.zeros(nx)
+        cap[0] = 1.0
+        for j, (u, k) in enumerate(choices, start=1):
+            if u is t:
+                one[j] = 1.0
+                cap[j] = -min(u.throughput(k), 1e12)
+        rows.extend([one, cap])
+        lo.extend([1.0, -np.inf])
+        hi.extend([1.0, 0.0])
+    machines_row = np.zeros(nx)
+    for j, (t, k) in enumerate(choices, start=1):
+        machines_row[j] = t.instances * k
+    rows.append(machines_row)
+    lo.append(-np.inf)
+    hi.append(float(limit - fixed_machines))
+    if host_cores is not None and host_cost > 0:
+        host = machines_row * node_cores
+        host[0] = host_cost
+        rows.append(host)
+        lo.append(-np.inf)
+        hi.append(host_cores - node_cores * fixed_machines)
+    bounds_hi = np.full(nx, 1.0)
+    bounds_hi[0] = upper if math.isfinite(upper) else 1e12
+    integrality = np.ones(nx)
+    integrality[0] = 0
+    from scipy.optimize import Bounds
+
+    result = milp(
+        cost,
+        integrality=integrality,
+        bounds=Bounds(np.zeros(nx), bounds_hi),
+        constraints=LinearConstraint(np.array(rows), np.array(lo), np.array(hi)),
+    )
+    if not result.success or result.x is None:
+        return Placement({}, 0.0, fixed_machines, "machine budget", "infeasible")
+    x = result.x
+    counts = {t.name: 1 for t in terms}
+    for j, (t, k) in enumerate(choices, start=1):
+        if x[j] > 0.5:
+            counts[t.name] = k
+    machines = sum(t.instances * counts[t.name] for t in terms)
+    throughput = float(x[0])
+    per = {t.name: t.throughput(counts[t.name]) for t in terms}
+    bound = min(per, key=lambda n: per[n]) if per else ""
+    if host_cores is not None and host_cost > 0:
+        host_x = (host_cores - node_cores * machines) / host_cost
+        if host_x <= per.get(bound, math.inf) * (1 + 1e-6):
+            bound = "host CPU"
+    components = [
+        {"component": t.name, "instances": t.instances, "partitions": counts[t.name], "cost": t.cost(counts[t.name]),
+         "throughput": per[t.name], "partitionable": t.partitionable}
+        for t in terms
+    ]  # fmt: skip
+    return Placement(counts, throughput, machines, bound, "optimal", components)
+
+
+def terms_from_points(
+    instances: Mapping[str, int],
+    capacity: Mapping[str, float],
+    cost1: Mapping[str, float],
+    cost2: Mapping[str, float],
+    partitionable: Mapping[str, bool],
+) -> list[ComponentTerm]:
+    """Component terms from simulated per-request costs (busiest node of each component)."""
+    return [
+        ComponentTerm(c, instances[c], capacity[c], cost1[c], cost2.get(c) if partitionable.get(c) else None)
+        for c in instances
+    ]

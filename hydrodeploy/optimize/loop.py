@@ -1,0 +1,592 @@
+"""The optimizer loop behind ``hydrodeploy analyze``.
+
+1. (Once) measure the runtime's own costs with a calibration program on the same cluster.
+2. Measure the base program: deploy it, sweep closed-loop clients, profile every point.
+3. Find the bottleneck of the current configuration's best point; calibrate the cost model on
+   everything measured so far; list the candidate rewrites of the bottleneck component and
+   their combinations; place each (partition counts by MILP within the machine budget and the
+   host's cores); predict the best few with the performance simulation; choose the highest.
+4. Stop when no candidate is predicted to raise throughput by the workload's minimum gain.
+   Otherwise verify the chosen configuration against the base program in simulation, deploy it,
+   measure it, record predicted against measured, keep it when throughput rose by the minimum
+   gain, roll back otherwise (and try the next choice), and go to 3.
+
+Everything is written to the run directory as it happens (``iterations/NN/iteration.json``,
+``decision.json``, point and profile files, ``state.json``); ``--resume`` continues from there:
+measured iterations are kept, an interrupted one is measured again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydrodeploy.bench.experiment import Bench, Observer
+from hydrodeploy.bench.measure import Plateau, Point
+from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec, WorkloadSpec
+from hydrodeploy.deploy.cluster import AnyClusterSpec, ClusterSpec, open_cluster
+from hydrodeploy.errors import HydrodeployError, RewriteError
+from hydrodeploy.language import ir, load_program, print_program
+from hydrodeploy.optimize.bottleneck import Bottleneck, find_bottleneck
+from hydrodeploy.optimize.candidates import (
+    Candidates,
+    PartitionOption,
+    find_candidates,
+    partitionable,
+    structures,
+)
+from hydrodeploy.optimize.choose import ComponentTerm, Placement, place
+from hydrodeploy.optimize.config import Configuration, Partitioning, derive
+from hydrodeploy.optimize.costmodel import (
+    Calibration,
+    Prediction,
+    calibrate,
+    effective_quotas,
+    host_capacity,
+    predict,
+)
+from hydrodeploy.optimize.perfsim import simulate_point
+from hydrodeploy.profile.counters import WindowProfile
+from hydrodeploy.profile.session import Measured, profiled_sweep
+from hydrodeploy.report.rundir import RunDirectory
+from hydrodeploy.runtime.topology import Topology
+from hydrodeploy.simulate import Network, Workload
+from hydrodeploy.simulate.equivalence import Mode, check_equivalence
+
+CALIBRATION_PROGRAM = Path(__file__).resolve().parent / "data" / "calibration.ded"
+CALIBRATION_WINDOWS = WindowsSpec(warmup_s=1.0, measure_s=2.0, cooldown_s=0.2, bin_s=0.5)
+CALIBRATION_COUNTS = (4, 32, 256)
+DEFAULT_BUDGET = 64  # machines, when the workload names no budget
+TOP_PREDICTED = 3  # placements predicted with the full performance simulation
+MAX_FAILURES = 2  # rolled-back attempts from one configuration before the loop stops
+
+
+class AnalyzeError(HydrodeployError):
+    """An analysis that cannot start or continue as asked."""
+
+
+class LoopObserver(Observer):
+    """Progress of the loop; the CLI renders it. Every method is optional."""
+
+    def iteration_started(self, index: int, description: str, machines: int) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class Iteration:
+    """One configuration the loop measured (or rejected), as written to iteration.json."""
+
+    index: int
+    config: Configuration
+    parent: int | None = None
+    machines: int = 0
+    components: dict[str, int] = field(default_factory=dict)
+    status: str = "planned"  # planned, measured, rejected, failed
+    prediction: Prediction | None = None
+    verification: dict[str, Any] | None = None
+    measured: dict[str, Any] | None = None
+    kept: bool | None = None
+    reason: str = ""
+    bottleneck: Bottleneck | None = None
+    perf: dict[str, Any] | None = None
+    sweep_stopped: str = ""
+    started: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def max_throughput(self) -> float:
+        return float(self.measured["max_throughput"]) if self.measured else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "description": self.config.describe(),
+            "config": self.config.to_json(),
+            "steps": [str(s) for s in self.config.steps()],
+            "parent": self.parent,
+            "machines": self.machines,
+            "components": self.components,
+            "status": self.status,
+            "predicted_throughput": None if self.prediction is None else self.prediction.throughput,
+            "prediction": None if self.prediction is None else self.prediction.to_json(),
+            "verification": self.verification,
+            "measured": self.measured,
+            "kept": self.kept,
+            "reason": self.reason,
+            "bottleneck": None if self.bottleneck is None else self.bottleneck.to_json(),
+            "perf": self.perf,
+            "sweep_stopped": self.sweep_stopped,
+            "started": self.started,
+            "seconds": self.seconds,
+        }
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Iteration:
+        return Iteration(
+            index=int(data["index"]),
+            config=Configuration.from_json(data["config"]),
+            parent=data.get("parent"),
+            machines=int(data.get("machines", 0)),
+            components=dict(data.get("components", {})),
+            status=str(data.get("status", "planned")),
+            prediction=None if data.get("prediction") is None else Prediction.from_json(data["prediction"]),
+            verification=data.get("verification"),
+            measured=data.get("measured"),
+            kept=data.get("kept"),
+            reason=str(data.get("reason", "")),
+            bottleneck=None if data.get("bottleneck") is None else Bottleneck.from_json(data["bottleneck"]),
+            perf=data.get("perf"),
+            sweep_stopped=str(data.get("sweep_stopped", "")),
+            started=float(data.get("started", 0.0)),
+            seconds=float(data.get("seconds", 0.0)),
+        )
+
+
+def load_profiles(folder: Path) -> list[WindowProfile]:
+    if not folder.is_dir():
+        return []
+    return [WindowProfile.from_json(json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
+
+
+class Analysis:
+    """One run of the loop in ``run_dir`` (new, or resumed when it holds iterations)."""
+
+    def __init__(self, workload: WorkloadSpec, cluster: AnyClusterSpec, run_dir: RunDirectory, observer: LoopObserver) -> None:
+        self.workload = workload
+        self.cluster = cluster
+        self.run_dir = run_dir
+        self.observer = observer
+        self.base_path = workload.protocol
+        self.base = load_program(self.base_path)
+        self.iterations: list[Iteration] = []
+        self.stopped: str | None = None
+        self.failures: dict[int, int] = {}
+        self.windows = workload.analyze.windows or workload.windows
+        self.budget = workload.budget.machines or DEFAULT_BUDGET
+        self.slo = workload.slo.p99_ms
+        self.local = isinstance(cluster, ClusterSpec)
+        self.quota: float | None = cluster.machine.cpus if isinstance(cluster, ClusterSpec) else None
+        self.period_s = cluster.machine.cfs_period_us / 1e6 if isinstance(cluster, ClusterSpec) else 0.01
+        self.mode: Mode = "log" if any(o.attrs and "slot" in o.attrs for o in self.base.outputs) else "per-request"
+        self._load()
+
+    # ---- state ----------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        folder = self.run_dir.path / "iterations"
+        for path in sorted(folder.glob("*/iteration.json")) if folder.is_dir() else []:
+            self.iterations.append(Iteration.from_json(json.loads(path.read_text())))
+        state = self.run_dir.path / "state.json"
+        if state.exists():
+            data = json.loads(state.read_text())
+            self.stopped = data.get("stopped")
+            self.failures = {int(k): int(v) for k, v in data.get("failures", {}).items()}
+
+    def _save(self, iteration: Iteration | None = None) -> None:
+        if iteration is not None:
+            self.run_dir.write_json(f"iterations/{iteration.index:02d}/iteration.json", iteration.to_json())
+        current = self.current()
+        self.run_dir.write_json(
+            "state.json",
+            {
+                "current": None if current is None else current.index,
+                "stopped": self.stopped,
+                "failures": self.failures,
+                "iterations": len(self.iterations),
+            },
+        )
+
+    def current(self) -> Iteration | None:
+        """The configuration the loop stands on: the last kept one."""
+        kept = [it for it in self.iterations if it.status == "measured" and it.kept]
+        return kept[-1] if kept else None
+
+    def tried(self) -> set[str]:
+        return {it.config.steps_text() for it in self.iterations}
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Run (or continue) the loop; why it stopped."""
+        if self.stopped:
+            return self.stopped
+        if self.workload.analyze.calibrate and not (self.run_dir.path / "calibration" / "profiles").is_dir():
+            await self._calibration_run()
+        if not self.iterations:
+            self.iterations.append(Iteration(0, Configuration()))
+            self._save(self.iterations[0])
+        while True:
+            pending = [it for it in self.iterations if it.status == "planned"]
+            if pending:
+                await self._measure(pending[0])
+                continue
+            if len(self.iterations) >= self.workload.analyze.iterations:
+                self.stopped = f"the workload allows {self.workload.analyze.iterations} iterations"
+                break
+            current = self.current()
+            if current is None:
+                self.stopped = "the base program could not be measured"
+                break
+            if self.failures.get(current.index, 0) >= MAX_FAILURES:
+                self.stopped = f"{MAX_FAILURES} rewrites of iteration {current.index} did not help: nothing left to try"
+                break
+            chosen = self._decide(current)
+            if chosen is None:
+                break
+        self._save()
+        return self.stopped or ""
+
+    # ---- measuring ------------------------------------------------------------------------------
+
+    def _counts(self, hint: int | None) -> list[int]:
+        counts = self.workload.sweep.counts()
+        if hint:
+            low = max(1, hint // 4)
+            counts = [n for n in counts if n >= low] or counts[-1:]
+        return counts
+
+    async def _calibration_run(self) -> None:
+        """The calibration program on the cluster: varied messages, frames and ticks per node."""
+        self.observer.note("calibrating the runtime's costs on the cluster (calibration program)")
+        folder = self.run_dir.path / "calibration"
+        folder.mkdir(parents=True, exist_ok=True)
+        program = load_program(str(CALIBRATION_PROGRAM))
+        topology = Topology.of(program)
+        shutil.copyfile(CALIBRATION_PROGRAM, folder / "program.ded")
+        cluster = open_cluster(self.cluster, run_dir=self.run_dir.path)
+        bench = Bench(folder / "program.ded", cluster, folder / "logs", self.workload.clients.processes, topology=topology)
+
+        def keep(point: Point, profile: WindowProfile) -> None:
+            self.run_dir.write_json(f"calibration/profiles/{point.index:03d}.json", profile.to_json())
+
+        try:
+            await bench.start()
+            await profiled_sweep(
+                bench, CALIBRATION_WINDOWS, CALIBRATION_COUNTS, 1, ClientsSpec(payload_bytes=self.workload.clients.payload_bytes),
+                Plateau(0.0, 99, None), self.observer, None, keep, local=False,
+            )  # fmt: skip
+            if bench.deployment.failure is None:
+                await asyncio.shield(bench.stop())
+        finally:
+            bench.close()
+
+    async def _measure(self, it: Iteration) -> None:
+        """Verify (rewritten configurations), deploy, sweep, profile; keep or roll back."""
+        folder = self.run_dir.iteration(it.index)
+        for stale in ("points", "profiles", "perf", "logs", "durable"):
+            shutil.rmtree(folder / stale, ignore_errors=True)
+        program, topology = derive(self.base, it.config)
+        it.machines = len(topology.addresses())
+        it.components = _component_counts(topology)
+        it.started = time.time()
+        path = folder / "program.ded"
+        path.write_text(print_program(program))
+        (folder / "steps.txt").write_text(it.config.steps_text() or "# the base program: no rewrite\n")
+        self.run_dir.write_json(
+            f"iterations/{it.index:02d}/topology.json", {"instances": topology.instances, "partitions": topology.partitions}
+        )
+        self.observer.iteration_started(it.index, it.config.describe(), it.machines)
+        if it.index > 0 and it.verification is None:
+            it.verification = self._verify(program, topology)
+            self._save(it)
+            if not it.verification["equivalent"]:
+                it.status, it.kept = "rejected", False
+                it.reason = "the rewritten program does not behave like the base program in simulation: not deployed"
+                self._fail(it)
+                return
+        parent = self.iterations[it.parent] if it.parent is not None else None
+        hint = it.prediction.clients if it.prediction else (parent.measured or {}).get("clients") if parent else None
+        measured = await self._sweep(it, path, topology, self._counts(hint))
+        it.seconds = time.time() - it.started
+        best = measured.best_index(self.slo)
+        if best is None:
+            it.status, it.kept = "failed", False
+            it.reason = "no point was measured"
+            self._fail(it)
+            return
+        point, profile = measured.points[best], measured.profiles[best]
+        it.measured = {
+            "max_throughput": point.throughput,
+            "p50_ms": point.p50_ms,
+            "p99_ms": point.p99_ms,
+            "clients": point.clients,
+            "point": point.index,
+            "host_cpu": point.host_cpu,
+            "host_saturated": point.host_saturated,
+        }
+        it.sweep_stopped = measured.stopped
+        it.status = "measured"
+        it.bottleneck = find_bottleneck(profile, program)
+        if measured.perf is not None:
+            it.perf = measured.perf.to_json()
+        current = self.current()
+        if current is None:
+            it.kept, it.reason = True, "the base program"
+        else:
+            gain = point.throughput / current.max_throughput - 1 if current.max_throughput > 0 else math.inf
+            need = self.workload.analyze.min_gain
+            if gain >= need:
+                it.kept, it.reason = True, f"throughput rose {gain:+.0%} over iteration {current.index} (at least {need:.0%} needed): kept"
+            else:
+                it.kept = False
+                it.reason = (
+                    f"throughput changed {gain:+.0%} over iteration {current.index} (at least {need:.0%} needed): "
+                    f"rolled back to iteration {current.index}"
+                )
+                self.failures[current.index] = self.failures.get(current.index, 0) + 1
+        if it.prediction is not None:
+            error = it.prediction.throughput / point.throughput - 1 if point.throughput > 0 else math.inf
+            it.measured["prediction_error"] = error
+        self._save(it)
+        self.observer.note(f"iteration {it.index}: {point.throughput:,.0f} requests/s at {point.clients} clients; {it.reason}")
+
+    def _fail(self, it: Iteration) -> None:
+        parent = it.parent if it.parent is not None else 0
+        self.failures[parent] = self.failures.get(parent, 0) + 1
+        self._save(it)
+        self.observer.note(f"iteration {it.index}: {it.reason}")
+
+    def _verify(self, program: ir.Program, topology: Topology) -> dict[str, Any]:
+        seeds = self.workload.analyze.verify_seeds
+        if seeds == 0:
+            return {"equivalent": True, "summary": "not verified (verify_seeds: 0)", "differences": []}
+        timeout = 300.0 if self.mode == "log" else None
+        report = check_equivalence(
+            self.base,
+            program,
+            rewritten_topology=topology,
+            seeds=range(seeds),
+            network=Network(min_delay_ms=0.05, max_delay_ms=10.0),
+            workload=Workload(clients=4, requests=40, timeout_ms=timeout),
+            mode=self.mode,
+        )
+        return {
+            "equivalent": report.equivalent,
+            "summary": report.summary(),
+            "differences": [str(d) for d in report.differences[:10]],
+        }
+
+    async def _sweep(self, it: Iteration, path: Path, topology: Topology, counts: Sequence[int]) -> Measured:
+        folder = self.run_dir.iteration(it.index)
+        cluster = open_cluster(self.cluster, run_dir=self.run_dir.path)
+        for warning in cluster.warnings:
+            self.observer.warning(warning)
+        bench = Bench(
+            path, cluster, folder / "logs", self.workload.clients.processes, durable_dir=folder / "durable", topology=topology
+        )
+
+        def keep(point: Point, profile: WindowProfile) -> None:
+            self.run_dir.add_result(it.index, point)
+            self.run_dir.write_json(f"iterations/{it.index:02d}/profiles/{point.index:03d}.json", profile.to_json())
+
+        plateau = Plateau(self.workload.sweep.plateau_gain, self.workload.sweep.plateau_steps, self.slo)
+        try:
+            self.observer.status(f"iteration {it.index}: deploying {bench.machines} nodes")
+            await bench.start()
+            measured = await profiled_sweep(
+                bench, self.windows, counts, self.workload.sweep.repeats, self.workload.clients, plateau, self.observer,
+                folder / "perf", keep, self.slo, self.local,
+            )  # fmt: skip
+            if bench.deployment.failure is None:
+                final = await asyncio.shield(bench.stop())
+                self.run_dir.write_json(f"iterations/{it.index:02d}/final_metrics.json", final)
+        finally:
+            bench.close()
+        return measured
+
+    # ---- deciding -------------------------------------------------------------------------------
+
+    def history(self) -> list[WindowProfile]:
+        out = load_profiles(self.run_dir.path / "calibration" / "profiles")
+        for it in self.iterations:
+            if it.status == "measured":
+                out.extend(load_profiles(self.run_dir.path / "iterations" / f"{it.index:02d}" / "profiles"))
+        return out
+
+    def quotas(self, topology: Topology) -> dict[str, float | None]:
+        return {a: self.quota for _, a, _ in topology.addresses()}
+
+    def _decide(self, current: Iteration) -> Iteration | None:
+        """Choose the next configuration from ``current``; None when nothing is predicted to help
+        (``self.stopped`` says why)."""
+        self.observer.status(f"choosing a rewrite (from iteration {current.index})")
+        started = time.time()
+        program, topology = derive(self.base, current.config)
+        profiles = load_profiles(self.run_dir.path / "iterations" / f"{current.index:02d}" / "profiles")
+        best_point = int((current.measured or {}).get("point", 0))
+        best = next((p for p in profiles if p.point == best_point), None)
+        if best is None or current.bottleneck is None:
+            self.stopped = f"iteration {current.index} has no profile to decide from"
+            return None
+        neck = current.bottleneck
+        cores = os.cpu_count() or 1
+        host = host_capacity(best, cores) if self.local else None
+        timeout = self.workload.clients.timeout_ms
+        calibration = calibrate(
+            program, topology, self.quotas(topology), self.period_s, best, self.history(), self.base_path, host,
+            timeout, self.slo, measured_from=f"iteration {current.index}, point {best_point}",
+        )  # fmt: skip
+        candidates = find_candidates(self.base, current.config, neck.component)
+        evaluated = self._evaluate_structures(current, candidates, calibration)
+        tried = self.tried()
+        ranked = sorted(
+            (e for e in evaluated if e["placement"].status == "optimal" and e["config"].steps_text() not in tried),
+            key=lambda e: -e["placement"].throughput,
+        )
+        predicted: list[tuple[Configuration, Prediction]] = []
+        for entry in ranked[:TOP_PREDICTED]:
+            config: Configuration = entry["config"]
+            prog, topo = derive(self.base, config)
+            prediction = predict(
+                calibration, prog, topo, self.quotas(topo), around=max(calibration.clients, 8), slo_p99_ms=self.slo, timeout_ms=timeout
+            )
+            entry["prediction"] = prediction
+            predicted.append((config, prediction))
+        need = current.max_throughput * (1 + self.workload.analyze.min_gain)
+        choice = max(predicted, key=lambda cp: cp[1].throughput, default=None)
+        decision = {
+            "from_iteration": current.index,
+            "bottleneck": neck.to_json(),
+            "calibration": calibration.to_json(),
+            "candidates": _candidates_json(candidates),
+            "structures": [_structure_json(e) for e in evaluated],
+            "needed_throughput": need,
+            "seconds": time.time() - started,
+        }
+        if choice is None or choice[1].throughput < need:
+            best_text = f"{choice[1].throughput:,.0f}" if choice else "nothing"
+            self.stopped = (
+                f"no candidate is predicted to reach {need:,.0f} requests/s (+{self.workload.analyze.min_gain:.0%} "
+                f"over iteration {current.index}); the best predicted: {best_text}"
+            )
+            decision["chosen"] = None
+            decision["stopped"] = self.stopped
+            self.run_dir.write_json(f"iterations/{current.index:02d}/final_decision.json", decision)
+            self.observer.note(self.stopped)
+            return None
+        config, prediction = choice
+        it = Iteration(len(self.iterations), config, parent=current.index, prediction=prediction)
+        decision["chosen"] = {"config": config.to_json(), "description": config.describe(), "prediction": prediction.to_json()}
+        self.iterations.append(it)
+        self.run_dir.write_json(f"iterations/{it.index:02d}/decision.json", decision)
+        self._save(it)
+        self.observer.note(
+            f"bottleneck {neck.address} ({neck.saturation:.0%}); chose {config.describe()}: "
+            f"predicted {prediction.throughput:,.0f} requests/s on {prediction.machines} machines"
+        )
+        return it
+
+    def _evaluate_structures(self, current: Iteration, candidates: Candidates, calibration: Calibration) -> list[dict[str, Any]]:
+        """Every structure: per-component costs in the performance simulation, then placement."""
+        out: list[dict[str, Any]] = []
+        around = max(8, calibration.clients * 2)
+        timeout = self.workload.clients.timeout_ms
+        for combo, structure in structures(self.base, current.config, candidates):
+            entry: dict[str, Any] = {"combo": combo, "structure": structure}
+            try:
+                options = partitionable(self.base, structure)
+                parts = {c: o for c, o in options.items() if isinstance(o, PartitionOption)}
+                prog1, topo1 = derive(self.base, structure)
+                split = structure.with_partitions(Partitioning(c, o.key, 2, o.rewrite) for c, o in parts.items())
+                try:
+                    prog2, topo2 = derive(self.base, split)
+                except RewriteError:
+                    parts, prog2, topo2 = {}, prog1, topo1
+                p1 = simulate_point(
+                    prog1, topo1, calibration.costs, effective_quotas(self.quotas(topo1), calibration.runtime),
+                    self.period_s, around, self.base_path, 0.3, 1.0, timeout,
+                )  # fmt: skip
+                p2 = simulate_point(
+                    prog2, topo2, calibration.costs, effective_quotas(self.quotas(topo2), calibration.runtime),
+                    self.period_s, around, self.base_path, 0.3, 1.0, timeout,
+                )  # fmt: skip
+            except (RewriteError, HydrodeployError) as exc:
+                entry["error"] = str(exc)
+                entry["placement"] = Placement({}, 0.0, 0, "", "error")
+                entry["config"] = structure
+                out.append(entry)
+                continue
+            instances = {c.name: c.instances for c in prog1.components}
+            capacity = {c: (self.quota or 1.0) - calibration.runtime.node for c in instances}
+            cost1 = _component_costs(p1.busy, p1.throughput, topo1)
+            cost2 = _component_costs(p2.busy, p2.throughput, topo2)
+            terms = [
+                ComponentTerm(c, instances[c], capacity[c], cost1.get(c, 0.0), cost2.get(c) if c in parts else None)
+                for c in instances
+            ]
+            host_cost = sum(p1.busy.values()) / p1.throughput if p1.throughput > 0 else 0.0
+            if not math.isnan(calibration.client_cost):
+                host_cost += calibration.client_cost
+            placement = place(terms, self.budget, calibration.host_cores, host_cost, calibration.runtime.node)
+            config = structure.with_partitions(
+                Partitioning(c, parts[c].key, k, parts[c].rewrite) for c, k in placement.counts.items() if c in parts and k > 1
+            )
+            entry.update(
+                {
+                    "placement": placement,
+                    "config": config,
+                    "partitionable": {c: (o.key if isinstance(o, PartitionOption) else str(o)) for c, o in options.items()},
+                    "simulated": {"clients": around, "unpartitioned": p1.throughput, "split": p2.throughput},
+                }
+            )
+            out.append(entry)
+        return out
+
+
+def _component_counts(topology: Topology) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for component, _, _ in topology.addresses():
+        out[component] = out.get(component, 0) + 1
+    return out
+
+
+def _component_costs(busy: Mapping[str, float], throughput: float, topology: Topology) -> dict[str, float]:
+    """CPU seconds per request of each component's busiest node."""
+    out: dict[str, float] = {}
+    if throughput <= 0:
+        return out
+    for component, address, _ in topology.addresses():
+        out[component] = max(out.get(component, 0.0), busy.get(address, 0.0) / throughput)
+    return out
+
+
+def _candidates_json(c: Candidates) -> dict[str, Any]:
+    return {
+        "component": c.component,
+        "decouplings": [
+            {"description": o.decoupling.describe(), "rules": list(o.decoupling.rules), "summary": o.summary, "also": list(o.also)}
+            for o in c.decouplings
+        ],
+        "partition": None
+        if c.partition is None
+        else {"key": c.partition.key, "rewrite": c.partition.rewrite, "summary": c.partition.summary},
+        "rejected": [str(r) for r in c.rejected],
+    }
+
+
+def _structure_json(e: Mapping[str, Any]) -> dict[str, Any]:
+    placement: Placement = e["placement"]
+    prediction: Prediction | None = e.get("prediction")
+    config: Configuration = e["config"]
+    return {
+        "combo": list(e["combo"]),
+        "description": config.describe(),
+        "steps": [str(s) for s in config.steps()],
+        "placement": placement.to_json(),
+        "partitionable": e.get("partitionable", {}),
+        "simulated": e.get("simulated"),
+        "predicted_throughput": None if prediction is None else prediction.throughput,
+        "prediction": None if prediction is None else prediction.to_json(),
+        "error": e.get("error"),
+    }

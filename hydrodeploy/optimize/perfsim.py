@@ -1,0 +1,327 @@
+"""Performance simulation: a configuration run on a model of the cluster, driven by measured costs.
+
+The deterministic simulator (:mod:`hydrodeploy.simulate`) runs the real compiled program; here
+each tick also *takes time*, as it does on the cluster:
+
+- its CPU is what the cluster measured for the same work: every rule's cost per evaluation and
+  per fact derived (its own measured costs when it ran on the cluster, the fitted average
+  otherwise), the evaluator's bookkeeping per tick and per fact received, and the runtime's cost
+  per message received and sent, per frame, per tick and per durable log record
+  (:class:`TickCosts`);
+- that CPU runs under the node's CPU quota as CFS bandwidth control enforces it: at full speed
+  while the period's budget lasts, then nothing until the next period;
+- a tick that writes the durable log also waits for the measured fsync;
+- the tick's messages leave when it ends, one frame per destination, and arrive whole after the
+  message delay.
+
+A node ticks when it is free and something is pending, over everything that arrived meanwhile,
+so batch sizes, ticks per second and queueing come out of the model as they do on the cluster.
+Closed-loop clients number their requests like the benchmark clients do and answer a reply
+after a short turnaround; :func:`sweep` gives throughput and latency per client count.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hydrodeploy.language import ir
+from hydrodeploy.optimize.config import rule_identity
+from hydrodeploy.runtime.topology import Topology, is_client
+from hydrodeploy.simulate import Network, Simulation, Workload
+from hydrodeploy.simulate.results import RequestRecord, percentile
+from hydrodeploy.simulate.simulation import _Kind
+
+JITTER = 0.5  # relative spread of message delays
+CPU_NOISE = 0.3  # spread (log-normal sigma) of a tick's CPU around its cost
+START_SPREAD_MS = 20.0  # clients send their first requests within this long
+CPU_CLOCK = time.thread_time_ns
+
+
+@dataclass(frozen=True)
+class TickCosts:
+    """What ticks cost on the cluster (seconds of CPU, and of waiting for fsync and the network)."""
+
+    evaluate_scale: float  # CPU of a tick's evaluation on the cluster per CPU of the same in this process
+    msg_in: float
+    msg_out: float
+    frame_out: float
+    tick: float  # the runtime's own work per tick (event loop, syscalls)
+    log_record: float
+    fsync_s: float = 0.0  # wall time of one fsync
+    delay_s: float = 0.0002  # one-way message delay, with the receiver's wake-up
+    client_delay_s: float = 0.0002  # a client's turnaround from a reply to its next request
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> TickCosts:
+        return TickCosts(**data)
+
+
+@dataclass(frozen=True)
+class SimPoint:
+    clients: int
+    throughput: float
+    p50_ms: float
+    p99_ms: float
+    busy: dict[str, float] = field(default_factory=dict)  # cores each node used
+    ticks: dict[str, float] = field(default_factory=dict)  # ticks per second of each node
+    rule_cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # identity -> (CPU s, facts) in this process
+    evaluate_cpu: float = 0.0  # CPU s of every tick's evaluation in this process, unscaled
+
+
+class _Budget:
+    """CFS bandwidth control of one node: ``quota`` cores per ``period`` seconds."""
+
+    def __init__(self, quota: float | None, period: float) -> None:
+        self.quota = quota
+        self.period = period
+        self.current = -1
+        self.left = 0.0
+        self.used = 0.0
+
+    def run(self, start: float, cpu: float) -> float:
+        """When ``cpu`` seconds of CPU started at ``start`` finish."""
+        self.used += cpu
+        if self.quota is None:
+            return start + cpu
+        t = start
+        index = max(self.current, math.floor(t / self.period + 1e-9))
+        while True:
+            if index != self.current:
+                self.current = index
+                self.left = self.quota * self.period
+            boundary = (index + 1) * self.period
+            can = min(self.left, max(0.0, boundary - t))
+            if cpu <= can:
+                self.left -= cpu
+                return t + cpu
+            cpu -= can
+            self.left -= can
+            index += 1
+            t = max(t, index * self.period)
+
+
+class PerfSimulation(Simulation):
+    """The simulator with ticks that take the time they take on the cluster."""
+
+    def __init__(
+        self,
+        program: ir.Program,
+        topology: Topology,
+        costs: TickCosts,
+        quotas: Mapping[str, float | None],
+        period_s: float,
+        clients: int,
+        base_file: str | None,
+        timeout_ms: float | None = None,
+        seed: int = 0,
+        client_processes: int = 2,
+    ) -> None:
+        delay_ms = costs.delay_s * 1000
+        self.client_processes = client_processes
+        super().__init__(
+            program,
+            seed=seed,
+            network=Network(min_delay_ms=delay_ms, max_delay_ms=delay_ms, tick_ms=1e-6),
+            workload=Workload(clients=clients, requests=1 << 40, timeout_ms=timeout_ms),
+            topology=topology,
+        )
+        for node in self.nodes.values():
+            node.evaluator.profile = True
+        self.identities = {
+            b.component: [rule_identity(b.component, r, base_file) for r in b.rules] for b in program.blocks
+        }
+        self.evaluate_s = 0.0
+        self.node_evaluate: dict[str, float] = {}  # in-process evaluate CPU per node, unscaled
+        self.costs = costs
+        self.budgets = {a: _Budget(quotas.get(a), period_s) for a in self.nodes}
+        self.free_at: dict[str, float] = dict.fromkeys(self.nodes, 0.0)  # ms
+        self.tick_counts: dict[str, int] = dict.fromkeys(self.nodes, 0)
+        self._sequence: dict[str, int] = {}
+
+    def _schedule_tick(self, node: Any) -> None:  # when the node can tick: once it is free
+        if not node.tick_scheduled and node.up:
+            node.tick_scheduled = True
+            self._push(max(self.now_ms, self.free_at[node.address]), _Kind.TICK, (node.address, node.epoch))
+
+    def _issue(self, client: Any) -> None:
+        """Request ids as the benchmark clients make them: ``1 << 44 | n << 24 | sequence``
+        (partitioning by id then sees the same patterns)."""
+        n = int(client.address.rsplit("/", 1)[1])
+        seq = self._sequence.get(client.address, 0)
+        self._sequence[client.address] = seq + 1
+        request_id = (1 << 44) | (n << 24) | seq
+        self._issued += 1
+        client.current = request_id
+        saved = self.now_ms
+        if seq == 0:  # clients start over the first few milliseconds, not in lockstep
+            self.now_ms += self.rng.uniform(0.0, START_SPREAD_MS)
+        try:
+            self.requests[request_id] = RequestRecord(client.address, request_id, self.now_ms)
+            self._transmit(client, request_id)
+        finally:
+            self.now_ms = saved
+
+    def _client_receive(self, client_addr: str, relation: str, values: tuple[Any, ...]) -> None:
+        saved = self.now_ms
+        self.now_ms += self.costs.client_delay_s * 1000
+        try:
+            super()._client_receive(client_addr, relation, values)
+        finally:
+            self.now_ms = saved
+
+    def _tick(self, node: Any) -> None:
+        node.tick_scheduled = False
+        inbox, node.pending = node.pending, []
+        timers, node.fired = node.fired, set()
+        c0 = CPU_CLOCK()
+        result = node.evaluator.tick(node.state, inbox, sorted(timers))
+        evaluate = (CPU_CLOCK() - c0) / 1e9
+        self.evaluate_s += evaluate
+        self.node_evaluate[node.address] = self.node_evaluate.get(node.address, 0.0) + evaluate
+        node.state = result.state
+        node.last_db = result.db
+        node.ticks += 1
+        costs = self.costs
+        frames = {self._endpoint(dst) for dst, _, _ in result.outbox}
+        cpu = (
+            evaluate * costs.evaluate_scale
+            + costs.tick
+            + costs.msg_in * len(inbox)
+            + costs.msg_out * len(result.outbox)
+            + costs.frame_out * len(frames)
+            + costs.log_record * len(result.log)
+        )
+        cpu *= self.rng.lognormvariate(-CPU_NOISE**2 / 2, CPU_NOISE)  # ticks vary (caches, interrupts); mean 1
+        finish_s = self.budgets[node.address].run(self.now_ms / 1000, cpu)
+        if result.log:
+            finish_s += costs.fsync_s
+        finish_ms = finish_s * 1000
+        self.free_at[node.address] = finish_ms
+        self.tick_counts[node.address] += 1
+        self.sent_by_component[node.component] += len(result.outbox)
+        # one frame per destination: its messages arrive together, after a delay of its own
+        arrive = {ep: finish_ms + costs.delay_s * 1000 * self.rng.uniform(1 - JITTER, 1 + JITTER) for ep in frames}
+        for dst, relation, values in result.outbox:
+            at = arrive[self._endpoint(dst)]
+            if is_client(dst):
+                self._push(at, _Kind.CLIENT_RECEIVE, (dst, relation, values))
+            else:
+                self._push(at, _Kind.DELIVER, (dst, relation, values))
+        if result.changed or node.pending:
+            self._schedule_tick(node)
+
+    def _endpoint(self, address: str) -> str:
+        """Where a message goes on the network: a node, or the client process a client lives in
+        (client ``n`` in process ``n mod P``, as the benchmark clients are spread)."""
+        if is_client(address):
+            return f"clients/{int(address.rsplit('/', 1)[1]) % self.client_processes}"
+        return address
+
+    def rule_cpu(self) -> dict[str, tuple[float, float]]:
+        """Per rule identity, CPU seconds and facts derived so far, all nodes, in this process."""
+        out: dict[str, tuple[float, float]] = {}
+        for node in self.nodes.values():
+            names = self.identities.get(node.component, [])
+            for number, c in node.evaluator.counters.items():
+                if number < len(names):
+                    cpu, facts = out.get(names[number], (0.0, 0.0))
+                    out[names[number]] = (cpu + c.ns / 1e9, facts + c.facts)
+        return out
+
+
+def simulate_point(
+    program: ir.Program,
+    topology: Topology,
+    costs: TickCosts,
+    quotas: Mapping[str, float | None],
+    period_s: float,
+    clients: int,
+    base_file: str | None,
+    warmup_s: float,
+    measure_s: float,
+    timeout_ms: float | None = None,
+    seed: int = 0,
+) -> SimPoint:
+    """One closed-loop point: ``clients`` clients, measured over ``measure_s`` after ``warmup_s``
+    of simulated time."""
+    sim = PerfSimulation(program, topology, costs, quotas, period_s, clients, base_file, timeout_ms, seed)
+    start_ms, end_ms = warmup_s * 1000, (warmup_s + measure_s) * 1000
+    collecting = gc.isenabled()
+    gc.disable()  # a collection inside a tick would be charged to that tick, many times over
+    try:
+        return _run_point(sim, clients, start_ms, end_ms, measure_s)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float, measure_s: float) -> SimPoint:
+    used_before: dict[str, float] = {}
+    ticks_before: dict[str, int] = {}
+    rules_before: dict[str, tuple[float, float]] = {}
+    evaluate_before: list[float] = []
+
+    def at_warmup(s: Simulation) -> bool:
+        if not used_before and s.now_ms >= start_ms:
+            used_before.update({a: b.used for a, b in sim.budgets.items()})
+            ticks_before.update(sim.tick_counts)
+            rules_before.update(sim.rule_cpu())
+            evaluate_before.append(sim.evaluate_s)
+        return False
+
+    result = sim.run(max_time_ms=end_ms, drain_ms=0.0, stop_when=at_warmup)
+    latencies = sorted(
+        r.latency_ms
+        for r in result.requests.values()
+        if r.done_ms is not None and start_ms <= r.done_ms < end_ms and r.latency_ms is not None
+    )
+    busy = {a: (b.used - used_before.get(a, 0.0)) / measure_s for a, b in sim.budgets.items()}
+    ticks = {a: (n - ticks_before.get(a, 0)) / measure_s for a, n in sim.tick_counts.items()}
+    rules = {
+        k: (cpu - rules_before.get(k, (0.0, 0.0))[0], facts - rules_before.get(k, (0.0, 0.0))[1])
+        for k, (cpu, facts) in sim.rule_cpu().items()
+    }
+    evaluate = sim.evaluate_s - (evaluate_before[0] if evaluate_before else 0.0)
+    return SimPoint(
+        clients, len(latencies) / measure_s, percentile(latencies, 50), percentile(latencies, 99), busy, ticks, rules, evaluate
+    )
+
+
+def sweep(
+    program: ir.Program,
+    topology: Topology,
+    costs: TickCosts,
+    quotas: Mapping[str, float | None],
+    period_s: float,
+    counts: Sequence[int],
+    base_file: str | None,
+    warmup_s: float = 0.3,
+    measure_s: float = 0.6,
+    timeout_ms: float | None = None,
+    slo_p99_ms: float | None = None,
+    plateau_gain: float = 0.05,
+    plateau_steps: int = 2,
+) -> list[SimPoint]:
+    """Closed-loop points over ``counts`` until the throughput plateaus or p99 breaks the SLO,
+    as a measured sweep does."""
+    points: list[SimPoint] = []
+    best = 0.0
+    stalled = 0
+    for n in counts:
+        point = simulate_point(program, topology, costs, quotas, period_s, n, base_file, warmup_s, measure_s, timeout_ms)
+        points.append(point)
+        if slo_p99_ms is not None and point.p99_ms > slo_p99_ms:
+            break
+        stalled = 0 if point.throughput > best * (1 + plateau_gain) else stalled + 1
+        best = max(best, point.throughput)
+        if stalled >= plateau_steps:
+            break
+    return points

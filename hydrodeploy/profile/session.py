@@ -1,0 +1,157 @@
+"""A profiled sweep: measure a deployed configuration point by point, profiling every node.
+
+Each point of the sweep (:func:`hydrodeploy.bench.experiment.sweep`'s rules: geometric client
+counts until the throughput plateaus or p99 breaks the SLO) also yields a
+:class:`~hydrodeploy.profile.counters.WindowProfile` of every node over the measurement window,
+with the CPU psutil saw each process use. After the sweep, one more point at the best client
+count runs with ``perf`` recording the best point's bottleneck (a separate point: sampling must
+not slow the points that are measured); its stacks are folded and attributed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydrodeploy.bench.experiment import Bench, Observer
+from hydrodeploy.bench.measure import Plateau, Point
+from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
+from hydrodeploy.profile import perf
+from hydrodeploy.profile.counters import WindowProfile, window_profile
+from hydrodeploy.profile.perf import PerfProfile
+from hydrodeploy.profile.sampler import WindowSampler
+
+
+@dataclass
+class Measured:
+    points: list[Point] = field(default_factory=list)
+    profiles: list[WindowProfile] = field(default_factory=list)
+    perf: PerfProfile | None = None
+    stopped: str = ""
+
+    def best_index(self, slo_p99_ms: float | None = None) -> int | None:
+        """The point with the highest throughput among those within the SLO (all when none is)."""
+        within = [i for i, p in enumerate(self.points) if slo_p99_ms is None or p.p99_ms <= slo_p99_ms]
+        pool = within or list(range(len(self.points)))
+        return max(pool, key=lambda i: self.points[i].throughput, default=None)
+
+
+async def _perf_point(
+    bench: Bench,
+    index: int,
+    clients: int,
+    windows: WindowsSpec,
+    settings: ClientsSpec,
+    target: str,
+    out_dir: Path,
+) -> PerfProfile:
+    """One more point at ``clients`` with perf recording ``target`` during the measurement
+    window (a separate point, so that sampling never slows the measured ones)."""
+    dep = bench.deployment
+    pid = dep.handle(target).pid
+    quota = dep.peers[target].host.cpus or 1.0
+    frequency = perf.frequency_for(quota, windows.measure_s)
+    data = out_dir / "perf.data"
+    recording: list[asyncio.Task[str | None]] = []
+
+    def hook(event: str) -> None:
+        if event == "start":
+            recording.append(asyncio.get_running_loop().create_task(perf.record(pid, windows.measure_s, data, frequency)))
+
+    bench.window_hooks[:] = [hook]
+    try:
+        await bench.point(index, clients, windows, settings)
+    finally:
+        bench.window_hooks[:] = []
+    reason = await recording[0] if recording else "the measurement window never started"
+    if reason is not None:
+        return PerfProfile(target, pid, False, reason, windows.measure_s, frequency)
+    window = bench.last_window
+    assert window is not None
+    text = await perf.script(data)
+    data.unlink(missing_ok=True)
+    samples = perf.parse_samples(text)
+    if not samples:
+        return PerfProfile(target, pid, False, "perf recorded no sample (the node was idle)", windows.measure_s, frequency)
+    start, end = window.before.get(target), window.after.get(target)
+    rules: dict[str, float] = {}
+    cpu = 0.0
+    if start is not None and end is not None:
+        from hydrodeploy.profile.counters import node_profile
+
+        usage = node_profile(start, end, "", None)
+        rules = {f"{r.head} (rule {r.number})": r.cpu for r in usage.rules if r.cpu > 0}
+        cpu = usage.cpu
+    return perf.summarize(target, pid, samples, windows.measure_s, frequency, rules, cpu, out_dir)
+
+
+async def profiled_sweep(
+    bench: Bench,
+    windows: WindowsSpec,
+    counts: Sequence[int],
+    repeats: int,
+    settings: ClientsSpec,
+    plateau: Plateau,
+    observer: Observer,
+    perf_dir: Path | None,
+    on_point: Callable[[Point, WindowProfile], None],
+    slo_p99_ms: float | None = None,
+    local: bool = True,
+) -> Measured:
+    """Sweep ``counts`` like :func:`hydrodeploy.bench.experiment.sweep`, profiling each point;
+    then, with ``perf_dir``, one more point at the best client count under perf."""
+    dep = bench.deployment
+    pids = {n: dep.handle(n).pid for n in dep.nodes()} | {n: dep.handle(n).pid for n in dep.client_processes()}
+    sampler = WindowSampler(pids if local else {})
+    bench.window_hooks[:] = [sampler]
+    components = {a: c for c, a, _ in bench.topology.addresses()}
+    quotas = {n: dep.peers[n].host.cpus for n in dep.nodes()}
+    clients = set(dep.client_processes())
+    out = Measured()
+    index = 0
+    try:
+        for n in counts:
+            group: list[Point] = []
+            for repeat in range(repeats):
+                observer.point_started(index, n, repeat, windows.total_s)
+                point, _ = await bench.point(index, n, windows, settings, repeat)
+                window = bench.last_window
+                assert window is not None
+                cores, _ = sampler.result()
+                client_cpu = sum(v for k, v in cores.items() if k in clients) if cores else math.nan
+                own = sum(cores.values()) if cores else math.nan
+                profile = window_profile(
+                    index, n, point.throughput, window.before, window.after, components, quotas, window.host_busy,
+                    window.throttle_before, window.throttle_after, {k: v for k, v in cores.items() if k in components},
+                    client_cpu, own,
+                )  # fmt: skip
+                out.points.append(point)
+                out.profiles.append(profile)
+                on_point(point, profile)
+                observer.point_done(point)
+                group.append(point)
+                index += 1
+            throughput = sum(p.throughput for p in group) / len(group)
+            reason = plateau.update(throughput, max(p.p99_ms for p in group))
+            if reason is not None:
+                out.stopped = reason
+                break
+        else:
+            out.stopped = "every client count measured"
+    finally:
+        bench.window_hooks[:] = []
+    best = out.best_index(slo_p99_ms)
+    if perf_dir is not None and best is not None:
+        neck = max(out.profiles[best].nodes, key=lambda x: x.saturation)
+        if not local:
+            out.perf = PerfProfile(neck.address, 0, False, "perf runs on this machine only; the nodes run on remote hosts")
+        elif perf.problem() is not None:
+            out.perf = PerfProfile(neck.address, 0, False, perf.problem() or "")
+        else:
+            perf_dir.mkdir(parents=True, exist_ok=True)
+            observer.status(f"profiling {neck.address} with perf at {out.points[best].clients} clients")
+            out.perf = await _perf_point(bench, index, out.points[best].clients, windows, settings, neck.address, perf_dir)
+    return out

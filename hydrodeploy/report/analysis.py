@@ -1,0 +1,492 @@
+"""Reports of ``hydrodeploy analyze`` runs, rendered from the run directory's files alone.
+
+:func:`write_summary` writes ``summary.json`` (the form ``hydrodeploy run`` writes, one entry per
+iteration); :func:`render` draws the plots and writes ``report.md`` and ``report.html``:
+
+- one throughput-latency curve per iteration, on one plot;
+- every node's CPU against its quota at each iteration's best point;
+- where each bottleneck's CPU went (its rules and the runtime's parts), and perf's attribution
+  with a flame graph when perf ran;
+- predicted against measured maximum throughput;
+- the chain of rewrites with the reason for each (bottleneck evidence, candidates, prediction,
+  outcome), and the final program.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+
+from hydrodeploy.bench.measure import Point
+from hydrodeploy.report.load import load_points
+
+PLOTS = {
+    "curves": "iterations_throughput_latency.png",
+    "cpu": "iterations_node_cpu.png",
+    "rules": "iterations_bottleneck_breakdown.png",
+    "predicted": "predicted_vs_measured.png",
+}
+
+
+# ---- reading the run directory --------------------------------------------------------------
+
+
+def iterations(run: Path) -> list[dict[str, Any]]:
+    folder = run / "iterations"
+    out = []
+    for path in sorted(folder.glob("*/iteration.json")) if folder.is_dir() else []:
+        out.append(json.loads(path.read_text()))
+    return out
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _profiles(run: Path, index: int) -> dict[int, dict[str, Any]]:
+    folder = run / "iterations" / f"{index:02d}" / "profiles"
+    if not folder.is_dir():
+        return {}
+    return {int(p.stem): json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def _spec(run: Path) -> dict[str, Any]:
+    import yaml
+
+    path = run / "spec.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else {}
+
+
+def _rewrite(it: Mapping[str, Any], by_index: Mapping[int, Mapping[str, Any]]) -> str | None:
+    """What this iteration changed relative to the configuration it came from."""
+    if it["index"] == 0 or it.get("parent") is None:
+        return None
+    parent = by_index.get(int(it["parent"]))
+    before = set(parent["steps"]) if parent else set()
+    new = [s for s in it["steps"] if s not in before]
+    return "; ".join(new) if new else it["description"]
+
+
+# ---- summary.json ---------------------------------------------------------------------------
+
+
+def summary(run: Path) -> dict[str, Any]:
+    """summary.json: per iteration its machines, best point, prediction, rewrite and outcome."""
+    spec = _spec(run)
+    its = iterations(run)
+    by_index = {int(i["index"]): i for i in its}
+    entries = []
+    for it in its:
+        measured = it.get("measured") or {}
+        entries.append(
+            {
+                "index": it["index"],
+                "machines": it["machines"],
+                "max_throughput": None if not measured else round(measured["max_throughput"], 1),
+                "p50_ms": None if not measured else round(measured["p50_ms"], 3),
+                "p99_ms": None if not measured else round(measured["p99_ms"], 3),
+                "predicted_throughput": None if it.get("predicted_throughput") is None else round(it["predicted_throughput"], 1),
+                "rewrite": _rewrite(it, by_index),
+                "kept": it.get("kept"),
+                "status": it.get("status"),
+                "configuration": it["description"],
+            }
+        )
+    workload = spec.get("workload", {})
+    protocol = Path(workload.get("protocol", "program")).stem
+    cluster = spec.get("cluster", {}).get("name", "")
+    state = _read(run / "state.json") or {}
+    base = next((e["max_throughput"] for e in entries if e["index"] == 0 and e["max_throughput"]), None)
+    kept = [e for e in entries if e["kept"] and e["max_throughput"]]
+    final = kept[-1] if kept else None
+    return {
+        "protocol": protocol,
+        "cluster": cluster,
+        "iterations": entries,
+        "stopped": state.get("stopped"),
+        "final": None if final is None else final["index"],
+        "speedup": None if not (base and final) else round(final["max_throughput"] / base, 3),
+    }
+
+
+def write_summary(run: Path) -> Path:
+    path = run / "summary.json"
+    path.write_text(json.dumps(summary(run), indent=2) + "\n")
+    return path
+
+
+# ---- plots ----------------------------------------------------------------------------------
+
+
+def plot_curves(run: Path, its: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for it in its:
+        points: list[Point] = load_points(run, it["index"])
+        if not points:
+            continue
+        ordered = sorted(points, key=lambda p: (p.clients, p.repeat))
+        style = "-" if it.get("kept") else ":"
+        label = f"{it['index']}: {it['machines']} machines" + ("" if it.get("kept") else " (rolled back)")
+        ax.plot([p.throughput for p in ordered], [p.p50_ms for p in ordered], "o" + style, markersize=4, label=label)
+    ax.set_xlabel("throughput (requests/s)")
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title("throughput-latency, one curve per iteration (points: client counts)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, title="iteration", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_cpu(run: Path, its: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    colours: dict[str, Any] = {}
+    cmap = plt.get_cmap("tab10")
+    for x, it in enumerate(its):
+        measured = it.get("measured") or {}
+        profile = _profiles(run, it["index"]).get(int(measured.get("point", -1)))
+        if profile is None:
+            continue
+        nodes = profile["nodes"]
+        for j, node in enumerate(nodes):
+            comp = node["component"]
+            if comp not in colours:
+                colours[comp] = cmap(len(colours) % 10)
+            quota = node["quota"] or 1.0
+            jitter = (j / max(1, len(nodes) - 1) - 0.5) * 0.5
+            neck = (it.get("bottleneck") or {}).get("address") == node["address"]
+            ax.scatter(
+                [x + jitter], [node["cpu"] / quota], s=40 if neck else 14, color=colours[comp],
+                edgecolors="black" if neck else "none", label=comp,
+            )  # fmt: skip
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=False))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xticks(range(len(its)))
+    ax.set_xticklabels([str(it["index"]) for it in its])
+    ax.set_xlabel("iteration (best point of each; outlined: the bottleneck)")
+    ax.set_ylabel("CPU / quota")
+    ax.set_title("every node's CPU against its quota", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _breakdown(it: Mapping[str, Any]) -> dict[str, float]:
+    neck = it.get("bottleneck") or {}
+    rules = {f"rule: {name}": share for name, share in neck.get("rules", [])}
+    parts = {k: v for k, v in (neck.get("parts") or {}).items() if k != "rules"}
+    return {**rules, **parts}
+
+
+def plot_breakdown(its: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    measured = [it for it in its if it.get("bottleneck")]
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.55 * max(1, len(measured))), dpi=110)
+    labels: list[str] = []
+    for it in measured:
+        for name in _breakdown(it):
+            if name not in labels:
+                labels.append(name)
+    cmap = plt.get_cmap("tab20")
+    for y, it in enumerate(measured):
+        left = 0.0
+        parts = _breakdown(it)
+        for name in labels:
+            share = parts.get(name, 0.0)
+            if share <= 0:
+                continue
+            ax.barh(y, share, left=left, color=cmap(labels.index(name) % 20), label=name, edgecolor="white")
+            left += share
+    ax.set_yticks(range(len(measured)))
+    ax.set_yticklabels([f"{it['index']}: {it['bottleneck']['address']}" for it in measured], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the bottleneck node's CPU")
+    ax.set_title("where each bottleneck's CPU went (rules, and the runtime's own work)", fontsize=10)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=False))
+    ax.legend(unique.values(), unique.keys(), fontsize=6.5, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_predicted(its: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
+    xs = list(range(len(its)))
+    measured = [(it.get("measured") or {}).get("max_throughput", 0.0) or 0.0 for it in its]
+    predicted = [it.get("predicted_throughput") or 0.0 for it in its]
+    ax.bar([x - 0.2 for x in xs], measured, width=0.4, label="measured", color="tab:blue")
+    ax.bar([x + 0.2 for x in xs], predicted, width=0.4, label="predicted before deploying", color="tab:orange")
+    for x, m, p in zip(xs, measured, predicted, strict=True):
+        if m and p:
+            ax.annotate(f"{p / m - 1:+.0%}", (x + 0.2, p), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{it['index']}{'' if it.get('kept') else ' x'}" for it in its])
+    ax.set_xlabel("iteration (x: rolled back or rejected)")
+    ax.set_ylabel("max throughput (requests/s)")
+    ax.set_title("predicted against measured maximum throughput", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ---- the report -----------------------------------------------------------------------------
+
+
+def _fmt(x: Any, spec: str = ",.0f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return format(x, spec)
+
+
+def _sections(run: Path) -> list[tuple[str, list[Any]]]:
+    """The report's content as (heading, blocks); a block is a str (paragraph), a ("table",
+    header, rows), an ("image", path, alt) or a ("code", text)."""
+    spec = _spec(run)
+    its = iterations(run)
+    data = summary(run)
+    workload = spec.get("workload", {})
+    cluster = spec.get("cluster", {})
+    windows = (workload.get("analyze") or {}).get("windows") or workload.get("windows") or {}
+    out: list[tuple[str, list[Any]]] = []
+    base = data["iterations"][0]["max_throughput"] if data["iterations"] else None
+    final = next((e for e in data["iterations"] if e["index"] == data["final"]), None)
+    intro: list[Any] = [
+        f"Protocol `{Path(workload.get('protocol', '?')).name}` on cluster `{cluster.get('name', '?')}` "
+        f"(kind {cluster.get('kind', 'local')}, {_fmt((cluster.get('machine') or {}).get('cpus'), 'g')} cores per node), "
+        f"machine budget {(workload.get('budget') or {}).get('machines') or 'none'}, "
+        f"SLO p99 {(workload.get('slo') or {}).get('p99_ms') or 'none'} ms."
+    ]
+    if final and base:
+        intro.append(
+            f"From {base:,.0f} to {final['max_throughput']:,.0f} requests/s ({final['max_throughput'] / base:.2f}x the base "
+            f"program, measured in this run) on {final['machines']} machines (iteration {final['index']})."
+        )
+    if data.get("stopped"):
+        intro.append(f"The loop stopped: {data['stopped']}.")
+    intro.append(
+        "How it was measured: closed-loop clients, every point a "
+        f"{_fmt(windows.get('warmup_s'), 'g')} s warm-up and a {_fmt(windows.get('measure_s'), 'g')} s measurement window; "
+        "throughput is completed requests per second of the window, latencies from HdrHistograms merged over client "
+        "processes; per-node CPU is each process's CPU time over the window (its own counters, and psutil), against "
+        "its quota; the maximum throughput of an iteration is its best point within the SLO."
+    )
+    rows = [
+        [
+            str(e["index"]), str(e["machines"]), _fmt(e["max_throughput"]), _fmt(e["predicted_throughput"]),
+            "-" if not (e["predicted_throughput"] and e["max_throughput"]) else f"{e['predicted_throughput'] / e['max_throughput'] - 1:+.0%}",
+            _fmt(e["p50_ms"], ".1f"), _fmt(e["p99_ms"], ".1f"), {True: "kept", False: "rolled back", None: "-"}[e["kept"]],
+            e["rewrite"] or "base program",
+        ]
+        for e in data["iterations"]
+    ]  # fmt: skip
+    intro.append(("table", ["#", "machines", "max req/s", "predicted", "error", "p50 ms", "p99 ms", "outcome", "rewrite"], rows))
+    out.append(("Summary", intro))
+    out.append(
+        (
+            "Throughput and latency",
+            [("image", PLOTS["curves"], "throughput-latency curves, one per iteration"),
+             ("image", PLOTS["predicted"], "predicted against measured maximum throughput")],
+        )
+    )  # fmt: skip
+    out.append(("CPU of every node", [("image", PLOTS["cpu"], "per-node CPU against quota per iteration")]))
+    out.append(("Bottlenecks", [("image", PLOTS["rules"], "per-rule breakdown of each bottleneck"), *_bottleneck_blocks(run, its)]))
+    out.append(("Chain of rewrites", _chain_blocks(run, its)))
+    kept = [it for it in its if it.get("kept")]
+    if kept:
+        program = run / "iterations" / f"{kept[-1]['index']:02d}" / "program.ded"
+        steps = "\n".join(kept[-1]["steps"]) or "(no rewrite)"
+        text = program.read_text() if program.exists() else ""
+        out.append(
+            (
+                "Final program",
+                [f"Iteration {kept[-1]['index']}: {kept[-1]['description']}.", ("code", steps), ("code", text)],
+            )
+        )
+    return out
+
+
+def _bottleneck_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
+    blocks: list[Any] = []
+    for it in its:
+        neck = it.get("bottleneck")
+        if not neck:
+            continue
+        blocks.append(f"**Iteration {it['index']}** — bottleneck {neck['address']}: " + "; ".join(neck.get("evidence", [])) + ".")
+        perf = it.get("perf")
+        if perf and perf.get("available"):
+            rows = [[k, f"{v:.0%}"] for k, v in sorted(perf.get("attribution", {}).items(), key=lambda kv: -kv[1])]
+            blocks.append(
+                f"perf on {perf['node']}: {perf['samples']} samples of `{ 'cpu-clock' }` at {perf['frequency']} Hz over "
+                f"{perf['seconds']:g} s; the interpreter's share is split between rules and the runtime by the node's "
+                "per-rule CPU counters."
+            )
+            blocks.append(("table", ["work", "share of CPU"], rows))
+            image = Path("iterations") / f"{it['index']:02d}" / "perf" / (perf.get("flamegraph") or "flamegraph.png")
+            if (run / image).exists():
+                blocks.append(("image", str(image), f"flame graph of {perf['node']}"))
+        elif perf:
+            blocks.append(f"perf did not run: {perf.get('reason')}. The breakdown above comes from the runtime's own counters.")
+    return blocks
+
+
+def _chain_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
+    blocks: list[Any] = []
+    for it in its:
+        if it["index"] == 0:
+            measured = it.get("measured") or {}
+            blocks.append(f"**0. Base program** — {_fmt(measured.get('max_throughput'))} requests/s on {it['machines']} machines.")
+            continue
+        decision = _read(run / "iterations" / f"{it['index']:02d}" / "decision.json") or {}
+        neck = decision.get("bottleneck") or {}
+        cal = decision.get("calibration") or {}
+        measured = it.get("measured") or {}
+        head = (
+            f"**{it['index']}. {it['description']}** — from iteration {it.get('parent')}, whose bottleneck was "
+            f"{neck.get('address', '?')} ({_fmt(neck.get('saturation'), '.0%')} of its quota)."
+        )
+        blocks.append(head)
+        cands = decision.get("candidates") or {}
+        for d in cands.get("decouplings", []):
+            also = f" (also: {', '.join(d['also'])})" if d.get("also") else ""
+            blocks.append(f"- candidate: {d['description']} — {d['summary']}{also}")
+        if cands.get("partition"):
+            blocks.append(f"- candidate: partition {cands['component']} — {cands['partition']['summary']}")
+        rejected = cands.get("rejected", [])
+        if rejected:
+            blocks.append(f"- {len(rejected)} rewrite(s) rejected, e.g. {rejected[0]}")
+        rows = []
+        for s in decision.get("structures", []):
+            p = s.get("placement") or {}
+            rows.append(
+                [s["description"], str(p.get("machines", "-")), _fmt(p.get("throughput")), _fmt(s.get("predicted_throughput")),
+                 p.get("bound", "") if not s.get("error") else f"error: {s['error']}"]
+            )  # fmt: skip
+        if rows:
+            blocks.append(("table", ["combination (with MILP partition counts)", "machines", "MILP req/s", "predicted req/s", "bound"], rows))
+        if cal:
+            blocks.append(
+                f"Cost model calibrated on {cal.get('measured_from', '?')}: it reproduced that configuration's "
+                f"{_fmt(cal.get('throughput'))} requests/s as {_fmt(cal.get('modelled'))}; "
+                f"runtime costs per message in {_fmt(cal['runtime']['msg_in'] * 1e6, '.2f')} µs, out "
+                f"{_fmt(cal['runtime']['msg_out'] * 1e6, '.2f')} µs, per frame {_fmt(cal['runtime']['frame_out'] * 1e6, '.1f')} µs, "
+                f"per tick {_fmt(cal['runtime']['tick'] * 1e6, '.1f')} µs; rule CPU on the cluster "
+                f"{cal['costs']['evaluate_scale']:.2f}x the same rules in this process."
+            )
+        verification = it.get("verification") or {}
+        outcome = (
+            f"Predicted {_fmt(it.get('predicted_throughput'))} requests/s; verified in simulation: "
+            f"{verification.get('summary', 'not verified')}; measured {_fmt(measured.get('max_throughput'))} requests/s. "
+            f"{it.get('reason', '')}."
+        )
+        blocks.append(outcome)
+    return blocks
+
+
+def _markdown(sections: list[tuple[str, list[Any]]], title: str) -> str:
+    lines = [f"# {title}", ""]
+    for heading, blocks in sections:
+        lines += [f"## {heading}", ""]
+        for b in blocks:
+            if isinstance(b, str):
+                lines += [b, ""]
+            elif b[0] == "table":
+                lines.append("| " + " | ".join(b[1]) + " |")
+                lines.append("| " + " | ".join("---" for _ in b[1]) + " |")
+                lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in b[2]]
+                lines.append("")
+            elif b[0] == "image":
+                lines += [f"![{b[2]}]({b[1]})", ""]
+            elif b[0] == "code":
+                lines += ["```", b[1].rstrip("\n"), "```", ""]
+    return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    """Escape, then render **bold** and `code`."""
+    import re
+
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+def _html(sections: list[tuple[str, list[Any]]], title: str) -> str:
+    body: list[str] = [f"<h1>{html.escape(title)}</h1>"]
+    for heading, blocks in sections:
+        body.append(f"<h2>{html.escape(heading)}</h2>")
+        items: list[str] = []
+        for b in blocks:
+            if isinstance(b, str):
+                if b.startswith("- "):
+                    items.append(f"<li>{_inline(b[2:])}</li>")
+                    continue
+                if items:
+                    body.append("<ul>" + "".join(items) + "</ul>")
+                    items = []
+                body.append(f"<p>{_inline(b)}</p>")
+                continue
+            if items:
+                body.append("<ul>" + "".join(items) + "</ul>")
+                items = []
+            if b[0] == "table":
+                head = "".join(f"<th>{html.escape(h)}</th>" for h in b[1])
+                rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in b[2])
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            elif b[0] == "image":
+                body.append(f'<figure><img class="plot" src="{html.escape(b[1])}" alt="{html.escape(b[2])}"><figcaption>{html.escape(b[2])}</figcaption></figure>')
+            elif b[0] == "code":
+                body.append(f"<pre><code>{html.escape(b[1])}</code></pre>")
+        if items:
+            body.append("<ul>" + "".join(items) + "</ul>")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "th{background:#f3f3f3}img.plot{max-width:100%;border:1px solid #ddd}pre{background:#f7f7f7;padding:1em;"
+        "overflow-x:auto;font-size:0.85em}figure{margin:1em 0}figcaption{font-size:0.85em;color:#555}"
+    )
+    script = (
+        "window.addEventListener('load',function(){var imgs=document.querySelectorAll('img.plot');var ok=0;"
+        "imgs.forEach(function(i){if(i.complete&&i.naturalWidth>0)ok++;});"
+        "document.body.setAttribute('data-plots',imgs.length);document.body.setAttribute('data-plots-loaded',ok);});"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style><script>{script}</script></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def render(run: Path) -> Path:
+    """Draw the plots and write report.md and report.html into ``run``; the HTML's path."""
+    its = iterations(run)
+    plot_curves(run, its, run / PLOTS["curves"])
+    plot_cpu(run, its, run / PLOTS["cpu"])
+    plot_breakdown(its, run / PLOTS["rules"])
+    plot_predicted(its, run / PLOTS["predicted"])
+    data = summary(run)
+    title = f"hydrodeploy analyze: {data['protocol']} on {data['cluster']}"
+    sections = _sections(run)
+    (run / "report.md").write_text(_markdown(sections, title) + "\n")
+    path = run / "report.html"
+    path.write_text(_html(sections, title))
+    return path

@@ -1,0 +1,133 @@
+"""The optimizer's parts: configurations, candidates, placement by MILP, the cost model's fits and
+the performance simulation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hydrodeploy.language import load_program
+from hydrodeploy.optimize.bottleneck import find_bottleneck
+from hydrodeploy.optimize.candidates import (
+    PartitionOption,
+    Rejection,
+    find_candidates,
+    partitionable,
+    structures,
+)
+from hydrodeploy.optimize.choose import ComponentTerm, place
+from hydrodeploy.optimize.config import Configuration, Partitioning, derive, rule_identity
+from hydrodeploy.optimize.costmodel import RuntimeFit, fit_runtime
+from hydrodeploy.optimize.perfsim import TickCosts, _Budget, simulate_point
+from hydrodeploy.profile.counters import ChannelRate, NodeProfile, RuleProfile, WindowProfile
+
+ROOT = Path(__file__).resolve().parents[2]
+VOTING = str(ROOT / "protocols" / "voting.ded")
+
+
+def test_configurations_derive_from_the_base_program_and_round_trip() -> None:
+    base = load_program(VOTING)
+    candidates = find_candidates(base, Configuration(), "leader")
+    heads = [o.decoupling.heads for o in candidates.decouplings]
+    assert ("ballot",) in heads and ("votes", "vote_count", "committed", "client_out") in heads
+    assert candidates.partition is None  # the leader takes client input: it cannot be partitioned
+    assert any("external clients" in r.reason for r in candidates.rejected)
+    both = [s for combo, s in structures(base, Configuration(), candidates) if len(combo) == 2 and len(s.decouplings) == 2]
+    assert both, "the broadcast and the collection decouple together"
+    structure = both[0]
+    options = partitionable(base, structure)
+    assert isinstance(options["leader"], Rejection)
+    assert isinstance(options["participant"], PartitionOption) and options["participant"].key == "id"
+    config = structure.with_partitions(
+        [Partitioning(c, o.key, 3, o.rewrite) for c, o in options.items() if isinstance(o, PartitionOption)]
+    )
+    program, topology = derive(base, config)
+    assert len(topology.addresses()) == 1 + 3 + 3 + 3 * 3
+    assert Configuration.from_json(config.to_json()) == config
+    # moved rules keep their identity: the vote counting rule is the base program's line 31
+    block = program.block(structure.decouplings[-1].name) or program.block(structure.decouplings[0].name)
+    assert block is not None
+    identities = {rule_identity(block.component, r, base.path) for r in block.rules}
+    assert any(i.endswith(":31:3") for i in identities) or any(i.endswith(":22:3") for i in identities)
+
+
+def test_milp_places_partitions_within_the_budget() -> None:
+    terms = [
+        ComponentTerm("leader", 1, 0.045, 2.5e-6),
+        ComponentTerm("broadcaster", 1, 0.045, 6e-6, 3.1e-6),
+        ComponentTerm("collector", 1, 0.045, 21e-6, 10.6e-6),
+        ComponentTerm("participant", 3, 0.045, 3e-6, 1.6e-6),
+    ]
+    placed = place(terms, 26)
+    assert placed.status == "optimal"
+    assert placed.machines <= 26
+    assert placed.bound == "leader"  # everything else was given enough partitions
+    assert placed.throughput == pytest.approx(0.045 / 2.5e-6)
+    assert placed.counts["collector"] >= 9
+    tight = place(terms, 12)
+    assert tight.machines <= 12 and tight.throughput < placed.throughput
+    host = place(terms, 26, host_cores=0.5, host_cost=60e-6, node_cores=0.003)
+    assert host.bound == "host CPU" and host.throughput <= (0.5 - 0.003 * host.machines) / 60e-6 + 1e-6
+    assert place(terms, 5).status == "infeasible"
+
+
+def test_cfs_budget_runs_a_quota_per_period() -> None:
+    budget = _Budget(0.05, 0.01)  # 0.5 ms per 10 ms period
+    assert budget.run(0.0, 0.0002) == pytest.approx(0.0002)
+    assert budget.run(0.0002, 0.0004) == pytest.approx(0.01 + 0.0001)  # 0.3 ms left, then the next period
+    assert budget.run(0.05, 0.0015) == pytest.approx(0.07 + 0.0005)  # three periods' worth
+    assert _Budget(None, 0.01).run(1.0, 0.5) == 1.5
+
+
+def _node(address: str, cpu: float, msgs_in: float, msgs_out: float, ticks: float, rules: float) -> NodeProfile:
+    return NodeProfile(
+        address=address,
+        component=address.split("/")[0],
+        quota=0.05,
+        cpu=cpu,
+        ticks_per_s=ticks,
+        facts_in_per_s=msgs_in,
+        rules=(RuleProfile(0, "r", ":~", rules, ticks, msgs_out),),
+        sent=(ChannelRate("y", "b", msgs_out, 0.0),),
+        received=(ChannelRate("x", "a", msgs_in, 0.0),),
+        parts={"evaluate": rules},
+    )
+
+
+def test_runtime_costs_are_fitted_in_seconds() -> None:
+    truth = RuntimeFit(2e-6, 1e-6, 0.0, 50e-6, 0.0, 0.004)
+    nodes = []
+    for i, (m_in, m_out, ticks) in enumerate([(1000, 3000, 50), (3000, 1000, 80), (2000, 2000, 20), (500, 500, 200), (4000, 100, 60)]):
+        runtime = truth.msg_in * m_in + truth.msg_out * m_out + truth.tick * ticks + truth.node
+        nodes.append(_node(f"n{i}/0", runtime + 0.01, m_in, m_out, ticks, 0.01))
+    fit = fit_runtime([WindowProfile(0, 1, 1.0, 1.0, 0.5, tuple(nodes))])
+    assert fit.msg_in == pytest.approx(truth.msg_in, rel=1e-3)
+    assert fit.msg_out == pytest.approx(truth.msg_out, rel=1e-3)
+    assert fit.tick == pytest.approx(truth.tick, rel=1e-3)
+    assert fit.node == pytest.approx(truth.node, rel=1e-3)
+
+
+def test_bottleneck_is_the_most_saturated_node_with_evidence() -> None:
+    base = load_program(VOTING)
+    profile = WindowProfile(
+        2, 64, 2500.0, 4.0, 0.6, (_node("leader/0", 0.049, 10000, 10000, 40, 0.02), _node("participant/0", 0.01, 2500, 2500, 20, 0.001))
+    )
+    neck = find_bottleneck(profile, base)
+    assert neck.address == "leader/0" and neck.component == "leader"
+    assert neck.saturation == pytest.approx(0.98)
+    assert "next most saturated: participant/0 at 20%" in neck.evidence
+    assert neck.rules[0][0].startswith("r (rule 0, line ")
+
+
+def test_performance_simulation_is_bound_by_the_quota() -> None:
+    base = load_program(VOTING)
+    program, topology = derive(base, Configuration())
+    costs = TickCosts(evaluate_scale=1.0, msg_in=1e-6, msg_out=1e-6, frame_out=10e-6, tick=50e-6, log_record=0.0)
+    quotas = {a: 0.05 for _, a, _ in topology.addresses()}
+    point = simulate_point(program, topology, costs, quotas, 0.01, 64, base.path, 0.2, 0.4)
+    assert point.throughput > 0
+    assert point.busy["leader/0"] <= 0.05 * 1.01
+    assert point.busy["leader/0"] > point.busy["participant/0"]
+    unthrottled = simulate_point(program, topology, costs, dict.fromkeys(quotas), 0.01, 64, base.path, 0.2, 0.4)
+    assert unthrottled.throughput > 2 * point.throughput

@@ -1,0 +1,110 @@
+"""Profiles: counters differenced over a window, perf stacks folded and attributed, flame graphs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hydrodeploy.profile import perf
+from hydrodeploy.profile.counters import WindowProfile, node_profile, window_profile
+from hydrodeploy.profile.flamegraph import draw, tree
+
+PERF_SCRIPT = (Path(__file__).parent / "data" / "perf_script.txt").read_text()  # `perf script -F comm,tid,ip,sym,dso`
+
+
+def test_samples_are_parsed_leaf_first_and_categorised() -> None:
+    samples = perf.parse_samples(PERF_SCRIPT)
+    assert len(samples) == 8
+    assert samples[1][0] == perf.Frame("tcp_sendmsg_locked", "[kernel.kallsyms]")
+    cats = [perf.category(s) for s in samples]
+    assert cats == [
+        perf.INTERPRETER,
+        perf.SOCKETS,
+        perf.SERIALIZATION,
+        perf.AUTHENTICATION,
+        perf.DISK,
+        perf.EVENT_LOOP,
+        perf.KERNEL,
+        perf.INTERPRETER,
+    ]
+
+
+def test_folded_stacks_are_root_first_with_the_category_above_the_root() -> None:
+    folded = perf.fold(perf.parse_samples(PERF_SCRIPT), "leader/0")
+    assert folded[f"leader/0;{perf.INTERPRETER};_PyEval_EvalFrameDefault"] == 2
+    assert folded[f"leader/0;{perf.SOCKETS};__send;entry_SYSCALL_64_after_hwframe;tcp_sendmsg;tcp_sendmsg_locked"] == 1
+    assert sum(folded.values()) == 8
+
+
+def test_interpreter_time_is_split_between_rules_and_runtime_by_the_counters() -> None:
+    cats = {perf.INTERPRETER: 60, perf.SOCKETS: 40}
+    attribution, rules = perf.attribute(cats, {"votes (rule 1)": 0.01, "ballot (rule 0)": 0.02}, node_cpu=0.05)
+    assert attribution["rules (program)"] == pytest.approx(0.6)  # 0.03 of 0.05 cores, within the interpreter's 60%
+    assert attribution["Python runtime (evaluator, transport, asyncio)"] == pytest.approx(0.0)
+    assert attribution[perf.SOCKETS] == pytest.approx(0.4)
+    assert rules["ballot (rule 0)"] == pytest.approx(0.4)
+    # rules never get more than the interpreter's share
+    attribution, _ = perf.attribute({perf.INTERPRETER: 10, perf.SOCKETS: 90}, {"r": 0.04}, node_cpu=0.05)
+    assert attribution["rules (program)"] == pytest.approx(0.1)
+
+
+def test_frequency_gives_enough_samples_for_small_quotas() -> None:
+    assert perf.frequency_for(0.05, 4.0) == 10_000
+    assert perf.frequency_for(1.0, 4.0) == 500
+    assert perf.frequency_for(4.0, 4.0) == perf.MIN_FREQUENCY
+    assert perf.frequency_for(0.001, 1.0) == perf.MAX_FREQUENCY
+
+
+def test_summary_writes_folded_stacks_and_a_flame_graph(tmp_path: Path) -> None:
+    samples = perf.parse_samples(PERF_SCRIPT)
+    result = perf.summarize("leader/0", 42, samples, 2.0, 999, {"ballot (rule 0)": 0.01}, 0.05, tmp_path)
+    assert result.available and result.samples == 8
+    assert (tmp_path / "perf.folded").read_text().count("\n") == len(perf.fold(samples, "leader/0"))
+    image = tmp_path / "flamegraph.png"
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.categories[perf.INTERPRETER] == 2
+    assert perf.PerfProfile.from_json(result.to_json()) == result
+
+
+def test_flame_graph_tree_counts_every_sample(tmp_path: Path) -> None:
+    root = tree({"a;b;c": 3, "a;b": 1, "a;d": 2})
+    assert root.count == 6 and root.children["a"].children["b"].count == 4
+    draw({"a;b;c": 3, "a;d": 2}, tmp_path / "f.png", "t")
+    assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def _metrics(wall: float, cpu: float, ticks: int, rules: list[list[Any]], sent: list[list[Any]], received: list[list[Any]]) -> dict[str, Any]:
+    return {
+        "address": "leader/0",
+        "wall": wall,
+        "cpu": cpu,
+        "ticks": ticks,
+        "facts_in": ticks * 10,
+        "rules": rules,
+        "channels": {"sent": sent, "received": received, "frames_sent": ticks * 2},
+        "log": {"records": 0, "bytes": 0, "fsyncs": 0, "fsync_ns": 0},
+        "tick_cpu_ns": {"evaluate": int(cpu * 0.5e9), "log": 0, "send": int(cpu * 0.2e9)},
+    }
+
+
+def test_node_profile_differences_counters_over_the_window() -> None:
+    start = _metrics(10.0, 1.0, 100, [[0, "ballot", ":~", 50, 150, 10_000_000]], [["ballot", "participant/0", 150, 4500]], [["client_in", "client/1", 50, 2000]])
+    end = _metrics(12.0, 1.1, 300, [[0, "ballot", ":~", 250, 750, 30_000_000]], [["ballot", "participant/0", 750, 22500]], [["client_in", "client/1", 250, 10000]])
+    node = node_profile(start, end, "leader", 0.05, throttled_s=0.3)
+    assert node.cpu == pytest.approx(0.05)
+    assert node.saturation == pytest.approx(1.0)
+    assert node.ticks_per_s == pytest.approx(100)
+    assert node.rules[0].cpu == pytest.approx(0.01) and node.rules[0].facts_per_s == pytest.approx(300)
+    assert node.msgs_out_per_s == pytest.approx(300) and node.msgs_in_per_s == pytest.approx(100)
+    assert node.frames_out_per_s == pytest.approx(200)
+    parts = node.runtime_parts()
+    assert parts["rules"] == pytest.approx(0.01)
+    assert sum(parts.values()) == pytest.approx(node.cpu)
+    profile = window_profile(3, 64, 1000.0, {"leader/0": start}, {"leader/0": end}, {"leader/0": "leader"}, {"leader/0": 0.05}, 0.5)
+    assert profile.wall_s == pytest.approx(2.0)
+    back = WindowProfile.from_json(profile.to_json())
+    assert back == profile
+    assert math.isnan(back.client_cpu)
