@@ -1,26 +1,29 @@
-"""The cost model: calibrated on measurements, it predicts every node's load, the throughput-
-latency curve and the maximum throughput of any configuration.
+"""The cost model: calibrated on measurements, it predicts every node's load and the maximum
+throughput of any configuration.
 
 **Calibration** (:func:`calibrate`), all in seconds of CPU on the cluster:
 
-- the runtime's own costs — per message received, per message sent, per frame sent, per tick,
-  per durable log record, and a constant per node — fitted by non-negative least squares on every
+- the runtime's own costs - per message received, per message sent, per frame sent, per tick,
+  per durable log record, per fsync, and a constant per node - fitted by non-negative least squares on every
   node of every point measured so far (:func:`fit_runtime`): each node's CPU minus what its
   evaluator spent, against what the node received, sent and ticked;
-- the cost of evaluating the program's rules: the measured evaluator CPU per request against the
-  evaluator CPU the same rules take in this process on the same batches (the performance
-  simulation of the measured configuration at its best client count) — one scale factor;
-- the fsync time of a durable log write, and the message delay;
-- finally, the model's own error on the measured configuration: its predicted maximum against
-  the measured one (:attr:`Calibration.reproduction`). It is reported, not applied: the model's
-  errors differ from one configuration to the next (how messages happen to be batched into ticks
-  on the cluster), so a factor fitted on one would not carry over to another.
+- the cost of evaluating the program's rules: the rules' CPU measured on the cluster against the
+  CPU the same rules take in this process per fact derived (the performance simulation of the
+  measured configuration at its best client count), with the evaluator's bookkeeping - one
+  scale factor (:func:`evaluate_scale`);
+- the fsync time of a durable log write;
+- the *efficiency* of the measured configuration: its measured maximum throughput against its
+  capacity in the model. Closed-loop clients never keep every bottleneck busy all the time
+  (requests move through the pipeline in batches); the efficiency says how close this cluster
+  and runtime came, and scales every prediction.
 
 **Prediction** (:func:`predict`): the configuration runs in the performance simulation
-(:mod:`.perfsim`) over a sweep of client counts, like a measured sweep; the best point gives the
-maximum throughput, each node's CPU there (its load) and the latency. On a local cluster the
-host's cores are shared by every node and client process: the prediction is capped by the cores
-other programs leave free divided by the CPU all processes spend per request.
+(:mod:`.perfsim`) under a saturating load; each node's CPU per request there (with the ticks and
+frames the simulation batches requests into) gives its capacity, its quota less its fixed cost
+over its CPU per request; the smallest capacity, and on a local cluster the host's cores left
+over by other programs divided by the CPU every node and client process spends per request,
+bound the throughput; times the efficiency, that is the prediction. Each node's predicted load is
+its CPU per request at the predicted throughput.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ from hydrodeploy.profile.counters import NodeProfile, WindowProfile
 from hydrodeploy.runtime.topology import Topology
 
 HOST_USABLE = 0.95  # share of this machine's cores a deployment can use before saturating it
+EFFICIENCY_BOUNDS = (0.4, 1.0)
+SIM_SEEDS = 3
+LOAD_FACTOR = 2  # simulated clients per client of the measured best point: a load that saturates
+PEAK_SHARE = 0.7  # points within this share of the best one measure rules near the peak
 SIM_WARMUP_S = 0.3
 SIM_MEASURE_S = 0.6
 
@@ -55,6 +62,7 @@ class RuntimeFit:
     frame_out: float
     tick: float
     log_record: float
+    fsync: float  # CPU of one fsync (the kernel's work is charged to the node)
     node: float  # cores every node uses regardless of load
     rows: int = 0
     rms_error: float = 0.0  # cores, over the fitted rows
@@ -78,7 +86,7 @@ def _evaluate(n: NodeProfile) -> float:
 
 def fit_runtime(profiles: Iterable[WindowProfile]) -> RuntimeFit:
     """Fit the runtime's costs: every node's CPU outside its evaluator against messages in and
-    out, frames out, ticks and log records, plus a constant per node; rows are weighted by the
+    out, frames out, ticks, log records and fsyncs, plus a constant per node; rows are weighted by the
     square of the node's saturation (the nodes near their quota decide the throughput)."""
     rows: list[list[float]] = []
     ys: list[float] = []
@@ -87,14 +95,16 @@ def fit_runtime(profiles: Iterable[WindowProfile]) -> RuntimeFit:
         for n in profile.nodes:
             if n.cpu <= 0:
                 continue
-            rows.append([n.msgs_in_per_s, n.msgs_out_per_s, n.frames_out_per_s, n.ticks_per_s, n.log_records_per_s, 1.0])
+            rows.append(
+                [n.msgs_in_per_s, n.msgs_out_per_s, n.frames_out_per_s, n.ticks_per_s, n.log_records_per_s, n.fsyncs_per_s, 1.0]
+            )
             ys.append(max(0.0, n.cpu - _evaluate(n)))
             weights.append(0.05 + n.saturation**2)  # busy nodes decide throughput: fit them best
     if len(rows) < 2:
         raise ValueError("too few measured nodes to fit the runtime's costs")
     coef, rms = _nnls(rows, ys, weights)
-    msg_in, msg_out, frame_out, tick, log_record, node = coef
-    return RuntimeFit(msg_in, msg_out, frame_out, tick, log_record, node, rows=len(rows), rms_error=rms)
+    msg_in, msg_out, frame_out, tick, log_record, fsync, node = coef
+    return RuntimeFit(msg_in, msg_out, frame_out, tick, log_record, fsync, node, rows=len(rows), rms_error=rms)
 
 
 @dataclass(frozen=True)
@@ -104,8 +114,8 @@ class Calibration:
     costs: TickCosts
     runtime: RuntimeFit
     period_s: float  # CFS period of the cluster's quotas
-    reproduction: float  # measured / modelled maximum throughput of the measured configuration
-    modelled: float  # the model's maximum for the measured configuration
+    efficiency: float  # measured maximum throughput / the measured configuration's modelled capacity
+    modelled: float  # the measured configuration's capacity in the model
     throughput: float  # measured maximum throughput
     clients: int  # client count of the best measured point
     client_cost: float  # CPU seconds of the client processes per request (nan: not measured)
@@ -174,23 +184,70 @@ def evaluate_scale(best: WindowProfile, names: Mapping[str, Sequence[str]], poin
     return measured / expected if expected > 0 else 1.0
 
 
+Names = Mapping[str, Sequence[str]]  # component -> rule identities of its block, in order
+
+
+def rule_costs(windows: Sequence[tuple[WindowProfile, Names]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Measured CPU of each rule: seconds per fact derived (per evaluation for rules that derive
+    nothing), over ``windows``."""
+    totals: dict[str, list[float]] = {}
+    for profile, names in windows:
+        for node in profile.nodes:
+            ids = names.get(node.component, ())
+            for rule in node.rules:
+                if rule.number < len(ids) and rule.calls_per_s > 0:
+                    t = totals.setdefault(ids[rule.number], [0.0, 0.0, 0.0])
+                    t[0] += rule.cpu
+                    t[1] += rule.facts_per_s
+                    t[2] += rule.calls_per_s
+    per_fact = {k: cpu / facts for k, (cpu, facts, _) in totals.items() if facts > 0}
+    per_call = {k: cpu / calls for k, (cpu, facts, calls) in totals.items() if facts <= 0 and calls > 0}
+    return per_fact, per_call
+
+
+def fit_bookkeeping(profiles: Iterable[WindowProfile]) -> tuple[float, float]:
+    """The evaluator's CPU around the rules: (seconds per tick, per fact received)."""
+    rows: list[list[float]] = []
+    ys: list[float] = []
+    weights: list[float] = []
+    for profile in profiles:
+        for n in profile.nodes:
+            if n.parts and n.ticks_per_s > 0:
+                rows.append([n.ticks_per_s, n.facts_in_per_s])
+                ys.append(max(0.0, n.parts.get("evaluate", 0.0) - n.rule_cpu))
+                weights.append(0.05 + n.saturation**2)
+    if len(rows) < 2:
+        return 0.0, 0.0
+    (tick, fact_in), _ = _nnls(rows, ys, weights)
+    return tick, fact_in
+
+
 def calibrate(
     program: ir.Program,
     topology: Topology,
     quotas: Mapping[str, float | None],
     period_s: float,
     best: WindowProfile,
-    history: Sequence[WindowProfile],
+    current: Sequence[WindowProfile],
+    history: Sequence[tuple[WindowProfile, Names]],
     base_file: str | None,
     host_cores: float | None,
     timeout_ms: float | None = None,
-    slo_p99_ms: float | None = None,
     measured_from: str = "",
 ) -> Calibration:
-    """Calibrate on the measured configuration (``program`` on ``topology``) whose best point's
-    profile is ``best``; the runtime's costs are fitted on every window of ``history``."""
-    runtime = fit_runtime(history)
-    fsyncs = [n.fsync_wall_per_s / n.fsyncs_per_s for p in history for n in p.nodes if n.fsyncs_per_s > 0]
+    """Calibrate on the measured configuration (``program`` on ``topology``): ``best`` is its
+    best point's profile, ``current`` all of its points'; the runtime's costs and the rules
+    never run in it are fitted on every window of ``history``."""
+    windows = [p for p, _ in history]
+    runtime = fit_runtime(windows)
+    names = identities(program, base_file)
+    near_peak = [(p, names) for p in current if p.throughput >= PEAK_SHARE * best.throughput] or [(best, names)]
+    per_fact, per_call = rule_costs(history)
+    here_fact, here_call = rule_costs(near_peak)
+    per_fact.update(here_fact)
+    per_call.update(here_call)
+    book_tick, book_fact = fit_bookkeeping(windows)
+    fsyncs = [n.fsync_wall_per_s / n.fsyncs_per_s for p in windows for n in p.nodes if n.fsyncs_per_s > 0]
     costs = TickCosts(
         evaluate_scale=1.0,
         msg_in=runtime.msg_in,
@@ -198,22 +255,28 @@ def calibrate(
         frame_out=runtime.frame_out,
         tick=runtime.tick,
         log_record=runtime.log_record,
+        fsync_cpu=runtime.fsync,
         fsync_s=statistics.median(fsyncs) if fsyncs else 0.0,
+        rule_fact=per_fact,
+        rule_call=per_call,
+        bookkeeping_tick=book_tick,
+        bookkeeping_fact_in=book_fact,
     )
     eff = effective_quotas(quotas, runtime)
     point = perfsim.simulate_point(
         program, topology, costs, eff, period_s, best.clients, base_file, SIM_WARMUP_S, SIM_MEASURE_S, timeout_ms
     )
-    costs = replace(costs, evaluate_scale=evaluate_scale(best, identities(program, base_file), point))
+    costs = replace(costs, evaluate_scale=evaluate_scale(best, names, point))
     x = max(best.throughput, 1e-9)
     client_cost = best.client_cpu / x if not math.isnan(best.client_cpu) else math.nan
     partial = Calibration(
         costs, runtime, period_s, 1.0, math.nan, best.throughput, best.clients, client_cost, host_cores, base_file,
         measured_from,
     )  # fmt: skip
-    modelled = predict(partial, program, topology, quotas, around=best.clients, slo_p99_ms=slo_p99_ms, timeout_ms=timeout_ms)
-    raw = modelled.modelled
-    return replace(partial, reproduction=best.throughput / raw if raw > 0 else math.nan, modelled=raw)
+    loaded = load_point(partial, program, topology, quotas, max(8, LOAD_FACTOR * best.clients), timeout_ms)
+    cap = capacity(partial, loaded, quotas)[0]
+    efficiency = min(EFFICIENCY_BOUNDS[1], max(EFFICIENCY_BOUNDS[0], best.throughput / cap)) if cap > 0 else 1.0
+    return replace(partial, efficiency=efficiency, modelled=cap)
 
 
 def host_capacity(best: WindowProfile, cores: int) -> float:
@@ -251,47 +314,88 @@ class Prediction:
         return Prediction(**fields)
 
 
+def load_point(
+    calibration: Calibration,
+    program: ir.Program,
+    topology: Topology,
+    quotas: Mapping[str, float | None],
+    clients: int,
+    timeout_ms: float | None = None,
+    seeds: int = SIM_SEEDS,
+) -> SimPoint:
+    """The configuration in the performance simulation under ``clients`` closed-loop clients,
+    averaged over ``seeds`` runs (batching in a closed loop is chaotic: one run may move requests
+    in large waves, another not)."""
+    eff = effective_quotas(quotas, calibration.runtime)
+    points = []
+    for seed in range(seeds):
+        point = perfsim.simulate_point(
+            program, topology, calibration.costs, eff, calibration.period_s, clients, calibration.base_file,
+            SIM_WARMUP_S, SIM_MEASURE_S, timeout_ms, seed,
+        )  # fmt: skip
+        points.append(point)
+    n = len(points)
+    busy = {a: sum(p.busy.get(a, 0.0) for p in points) / n for a in points[0].busy}
+    ticks = {a: sum(p.ticks.get(a, 0.0) for p in points) / n for a in points[0].ticks}
+    return SimPoint(
+        clients,
+        sum(p.throughput for p in points) / n,
+        statistics.median(p.p50_ms for p in points),
+        statistics.median(p.p99_ms for p in points),
+        busy,
+        ticks,
+        points[0].rule_cpu,
+        points[0].evaluate_cpu,
+    )
+
+
+def capacity(
+    calibration: Calibration, point: SimPoint, quotas: Mapping[str, float | None]
+) -> tuple[float, str, float | None, dict[str, float]]:
+    """(maximum throughput, what bounds it, the host's bound, CPU per request of each node) from
+    a simulated point: each node saturates at its quota (less its fixed cost) divided by its CPU
+    per request; on a local cluster the host's cores left over bound all of them together."""
+    if point.throughput <= 0:
+        return 0.0, "nothing completed in the simulation", None, {}
+    costs = {a: b / point.throughput for a, b in point.busy.items()}
+    fixed = calibration.runtime.node
+    caps = {a: max(1e-9, (quotas.get(a) or 1.0) - fixed) / c for a, c in costs.items() if c > 0}
+    bound = min(caps, key=lambda a: caps[a])
+    throughput = caps[bound]
+    host: float | None = None
+    if calibration.host_cores is not None:
+        per_request = sum(costs.values()) + (0.0 if math.isnan(calibration.client_cost) else calibration.client_cost)
+        spare = calibration.host_cores - fixed * len(costs)
+        host = max(0.0, spare) / per_request if per_request > 0 else math.inf
+        if host < throughput:
+            throughput, bound = host, "host CPU"
+    return throughput, bound, host, costs
+
+
 def predict(
     calibration: Calibration,
     program: ir.Program,
     topology: Topology,
     quotas: Mapping[str, float | None],
     around: int | None = None,
-    slo_p99_ms: float | None = None,
     timeout_ms: float | None = None,
-    counts: Sequence[int] | None = None,
 ) -> Prediction:
-    """Predict the configuration's throughput-latency curve and maximum."""
-    eff = effective_quotas(quotas, calibration.runtime)
-    counts = list(counts) if counts is not None else sweep_counts(around or calibration.clients)
-    points = perfsim.sweep(
-        program, topology, calibration.costs, eff, calibration.period_s, counts, calibration.base_file,
-        SIM_WARMUP_S, SIM_MEASURE_S, timeout_ms, slo_p99_ms,
-    )  # fmt: skip
-    within = [p for p in points if slo_p99_ms is None or p.p99_ms <= slo_p99_ms] or points[:1]
-    best: SimPoint = max(within, key=lambda p: p.throughput)
-    throughput = best.throughput
-    loads = dict(best.busy)
-    bound = max(loads, key=lambda a: loads[a] / (quotas.get(a) or 1.0)) if loads else ""
-    host: float | None = None
-    if calibration.host_cores is not None and best.throughput > 0:
-        fixed = calibration.runtime.node * len(loads)
-        per_request = sum(loads.values()) / best.throughput
-        if not math.isnan(calibration.client_cost):
-            per_request += calibration.client_cost
-        host = max(0.0, calibration.host_cores - fixed) / per_request if per_request > 0 else math.inf
-        if host < throughput:
-            throughput, bound = host, "host CPU"
-    scale = throughput / best.throughput if best.throughput > 0 else 0.0
+    """Predict the configuration's maximum throughput: its capacity (:func:`capacity`) under a
+    saturating load in the performance simulation, times the efficiency the measured
+    configuration reached against its own capacity."""
+    clients = max(8, LOAD_FACTOR * (around or calibration.clients))
+    point = load_point(calibration, program, topology, quotas, clients, timeout_ms)
+    cap, bound, host, costs = capacity(calibration, point, quotas)
+    throughput = cap * calibration.efficiency
     return Prediction(
         throughput=throughput,
         bound=bound,
         machines=len(topology.addresses()),
-        clients=best.clients,
-        p50_ms=best.p50_ms,
-        p99_ms=best.p99_ms,
-        loads={a: b * scale + calibration.runtime.node for a, b in loads.items()},
-        curve=[(p.clients, p.throughput, p.p50_ms, p.p99_ms) for p in points],
-        modelled=best.throughput,
+        clients=clients,
+        p50_ms=point.p50_ms,
+        p99_ms=point.p99_ms,
+        loads={a: c * throughput + calibration.runtime.node for a, c in costs.items()},
+        curve=[(point.clients, point.throughput, point.p50_ms, point.p99_ms)],
+        modelled=cap,
         host_throughput=host,
     )

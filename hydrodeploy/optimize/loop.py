@@ -51,6 +51,7 @@ from hydrodeploy.optimize.costmodel import (
     calibrate,
     effective_quotas,
     host_capacity,
+    identities,
     predict,
 )
 from hydrodeploy.optimize.perfsim import simulate_point
@@ -407,11 +408,18 @@ class Analysis:
 
     # ---- deciding -------------------------------------------------------------------------------
 
-    def history(self) -> list[WindowProfile]:
-        out = load_profiles(self.run_dir.path / "calibration" / "profiles")
+    def history(self) -> list[tuple[WindowProfile, Mapping[str, Sequence[str]]]]:
+        """Every window measured so far, with the rule identities of the program it ran."""
+        calibration = load_program(str(CALIBRATION_PROGRAM))
+        names: Mapping[str, Sequence[str]] = identities(calibration, None)
+        out: list[tuple[WindowProfile, Mapping[str, Sequence[str]]]] = [
+            (p, names) for p in load_profiles(self.run_dir.path / "calibration" / "profiles")
+        ]
         for it in self.iterations:
             if it.status == "measured":
-                out.extend(load_profiles(self.run_dir.path / "iterations" / f"{it.index:02d}" / "profiles"))
+                program, _ = derive(self.base, it.config)
+                names = identities(program, self.base_path)
+                out.extend((p, names) for p in load_profiles(self.run_dir.path / "iterations" / f"{it.index:02d}" / "profiles"))
         return out
 
     def quotas(self, topology: Topology) -> dict[str, float | None]:
@@ -434,8 +442,8 @@ class Analysis:
         host = host_capacity(best, cores) if self.local else None
         timeout = self.workload.clients.timeout_ms
         calibration = calibrate(
-            program, topology, self.quotas(topology), self.period_s, best, self.history(), self.base_path, host,
-            timeout, self.slo, measured_from=f"iteration {current.index}, point {best_point}",
+            program, topology, self.quotas(topology), self.period_s, best, profiles, self.history(), self.base_path,
+            host, timeout, measured_from=f"iteration {current.index}, point {best_point}",
         )  # fmt: skip
         candidates = find_candidates(self.base, current.config, neck.component)
         evaluated = self._evaluate_structures(current, candidates, calibration)
@@ -449,7 +457,7 @@ class Analysis:
             config: Configuration = entry["config"]
             prog, topo = derive(self.base, config)
             prediction = predict(
-                calibration, prog, topo, self.quotas(topo), around=max(calibration.clients, 8), slo_p99_ms=self.slo, timeout_ms=timeout
+                calibration, prog, topo, self.quotas(topo), around=max(calibration.clients, 8), timeout_ms=timeout
             )
             entry["prediction"] = prediction
             predicted.append((config, prediction))
@@ -511,6 +519,8 @@ class Analysis:
                     prog2, topo2, calibration.costs, effective_quotas(self.quotas(topo2), calibration.runtime),
                     self.period_s, around, self.base_path, 0.3, 1.0, timeout,
                 )  # fmt: skip
+                if p1.throughput <= 0 or p2.throughput <= 0:
+                    raise AnalyzeError("no request completed in the performance simulation")
             except (RewriteError, HydrodeployError) as exc:
                 entry["error"] = str(exc)
                 entry["placement"] = Placement({}, 0.0, 0, "", "error")

@@ -46,15 +46,20 @@ CPU_CLOCK = time.thread_time_ns
 class TickCosts:
     """What ticks cost on the cluster (seconds of CPU, and of waiting for fsync and the network)."""
 
-    evaluate_scale: float  # CPU of a tick's evaluation on the cluster per CPU of the same in this process
+    evaluate_scale: float  # cluster CPU per in-process CPU, for rules never measured on the cluster
     msg_in: float
     msg_out: float
     frame_out: float
     tick: float  # the runtime's own work per tick (event loop, syscalls)
     log_record: float
     fsync_s: float = 0.0  # wall time of one fsync
+    fsync_cpu: float = 0.0  # CPU of one fsync
     delay_s: float = 0.0002  # one-way message delay, with the receiver's wake-up
     client_delay_s: float = 0.0002  # a client's turnaround from a reply to its next request
+    rule_fact: dict[str, float] = field(default_factory=dict)  # rule identity -> measured seconds per fact derived
+    rule_call: dict[str, float] = field(default_factory=dict)  # rule identity -> measured seconds per evaluation
+    bookkeeping_tick: float = 0.0  # the evaluator's work around the rules, per tick
+    bookkeeping_fact_in: float = 0.0  # and per fact received
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,6 +186,8 @@ class PerfSimulation(Simulation):
         node.tick_scheduled = False
         inbox, node.pending = node.pending, []
         timers, node.fired = node.fired, set()
+        counters = node.evaluator.counters
+        before = {n: (c.calls, c.facts, c.ns) for n, c in counters.items()}
         c0 = CPU_CLOCK()
         result = node.evaluator.tick(node.state, inbox, sorted(timers))
         evaluate = (CPU_CLOCK() - c0) / 1e9
@@ -190,14 +197,28 @@ class PerfSimulation(Simulation):
         node.last_db = result.db
         node.ticks += 1
         costs = self.costs
+        cpu = costs.bookkeeping_tick + costs.bookkeeping_fact_in * len(inbox)
+        names = self.identities.get(node.component, [])
+        for number, c in counters.items():
+            calls0, facts0, ns0 = before[number]
+            if c.calls == calls0:
+                continue
+            name = names[number] if number < len(names) else ""
+            per_fact = costs.rule_fact.get(name)
+            if per_fact is not None and c.facts > facts0:
+                cpu += per_fact * (c.facts - facts0)
+            elif name in costs.rule_call:
+                cpu += costs.rule_call[name] * (c.calls - calls0)
+            else:  # never measured on the cluster: its CPU here, scaled
+                cpu += (c.ns - ns0) / 1e9 * costs.evaluate_scale
         frames = {self._endpoint(dst) for dst, _, _ in result.outbox}
-        cpu = (
-            evaluate * costs.evaluate_scale
-            + costs.tick
+        cpu += (
+            costs.tick
             + costs.msg_in * len(inbox)
             + costs.msg_out * len(result.outbox)
             + costs.frame_out * len(frames)
             + costs.log_record * len(result.log)
+            + (costs.fsync_cpu if result.log else 0.0)
         )
         cpu *= self.rng.lognormvariate(-CPU_NOISE**2 / 2, CPU_NOISE)  # ticks vary (caches, interrupts); mean 1
         finish_s = self.budgets[node.address].run(self.now_ms / 1000, cpu)

@@ -96,7 +96,7 @@ def _node(address: str, cpu: float, msgs_in: float, msgs_out: float, ticks: floa
 
 
 def test_runtime_costs_are_fitted_in_seconds() -> None:
-    truth = RuntimeFit(2e-6, 1e-6, 0.0, 50e-6, 0.0, 0.004)
+    truth = RuntimeFit(2e-6, 1e-6, 0.0, 50e-6, 0.0, 0.0, 0.004)
     nodes = []
     for i, (m_in, m_out, ticks) in enumerate([(1000, 3000, 50), (3000, 1000, 80), (2000, 2000, 20), (500, 500, 200), (4000, 100, 60)]):
         runtime = truth.msg_in * m_in + truth.msg_out * m_out + truth.tick * ticks + truth.node
