@@ -21,9 +21,11 @@ from hydrodeploy.bench.workload import WorkloadSpec, load_workload
 from hydrodeploy.deploy import ProcessFailure, load_cluster, open_cluster
 from hydrodeploy.deploy.cluster import LOCAL_DEFAULT
 from hydrodeploy.deploy.host import Cluster
+from hydrodeploy.language import load_program
 from hydrodeploy.report.load import load_points
 from hydrodeploy.report.plots import throughput_latency
 from hydrodeploy.report.rundir import RunDirectory, summary, versions
+from hydrodeploy.rewrites.chain import load_topology
 
 
 class _Progress(Observer):
@@ -144,6 +146,8 @@ def run_workload(args: argparse.Namespace) -> int:
             iteration / "logs",
             client_processes=workload.clients.processes,
             durable_dir=iteration / "durable",
+            # partitions written next to a rewritten program (`hydrodeploy rewrite`, `hydrodeploy plan`)
+            topology=load_topology(load_program(workload.protocol), workload.protocol),
         )
         run_dir.write_json(
             "iterations/00/topology.json",

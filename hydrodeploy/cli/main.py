@@ -15,13 +15,15 @@ from hydrodeploy import __version__
 from hydrodeploy.cli import analyze as analyze_cmd
 from hydrodeploy.cli import check as check_cmd
 from hydrodeploy.cli import explain as explain_cmd
+from hydrodeploy.cli import plan as plan_cmd
+from hydrodeploy.cli import report as report_cmd
 from hydrodeploy.cli import rewrite as rewrite_cmd
 from hydrodeploy.cli import run as run_cmd
 from hydrodeploy.cli import simulate as simulate_cmd
 from hydrodeploy.cli import teardown as teardown_cmd
 from hydrodeploy.errors import HydrodeployError, LocatedError
 
-VERBS = (check_cmd, simulate_cmd, run_cmd, explain_cmd, rewrite_cmd, teardown_cmd, analyze_cmd)
+VERBS = (check_cmd, simulate_cmd, run_cmd, explain_cmd, rewrite_cmd, teardown_cmd, analyze_cmd, report_cmd, plan_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

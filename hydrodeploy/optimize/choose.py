@@ -177,3 +177,63 @@ def terms_from_points(
         ComponentTerm(c, instances[c], capacity[c], cost1[c], cost2.get(c) if partitionable.get(c) else None)
         for c in instances
     ]
+
+
+def cheapest(
+    terms: Sequence[ComponentTerm],
+    throughput: float,
+    host_cores: float | None = None,
+    host_cost: float = 0.0,
+    node_cores: float = 0.0,
+    max_partitions: int = 64,
+) -> Placement:
+    """The fewest machines whose every component sustains ``throughput`` (MILP: minimise
+    ``sum_c I_c * sum_k k * z_ck`` subject to ``sum_k z_ck = 1`` and
+    ``sum_k z_ck * capacity_c / cost_c(k) >= throughput``, and on a local cluster the host's cores)."""
+    fixed = [t for t in terms if not t.partitionable]
+    for t in fixed:
+        if t.throughput(1) < throughput:
+            return Placement({}, t.throughput(1), 0, t.name, "infeasible")
+    parts = [t for t in terms if t.partitionable]
+    choices = [(t, k) for t in parts for k in range(1, max_partitions + 1) if t.throughput(k) >= throughput]
+    for t in parts:
+        if not any(u is t for u, _ in choices):
+            return Placement({}, t.throughput(max_partitions), 0, t.name, "infeasible")
+    fixed_machines = sum(t.instances for t in fixed)
+    counts = {t.name: 1 for t in terms}
+    if choices:
+        nx = len(choices)
+        machines_row = np.array([t.instances * k for t, k in choices], dtype=float)
+        rows: list[np.ndarray] = []
+        lo: list[float] = []
+        hi: list[float] = []
+        for t in parts:
+            rows.append(np.array([1.0 if u is t else 0.0 for u, _ in choices]))
+            lo.append(1.0)
+            hi.append(1.0)
+        if host_cores is not None and host_cost > 0:
+            rows.append(machines_row * node_cores)
+            lo.append(-np.inf)
+            hi.append(host_cores - node_cores * fixed_machines - host_cost * throughput)
+        from scipy.optimize import Bounds
+
+        result = milp(
+            machines_row,
+            integrality=np.ones(nx),
+            bounds=Bounds(np.zeros(nx), np.ones(nx)),
+            constraints=LinearConstraint(np.array(rows), np.array(lo), np.array(hi)),
+        )
+        if not result.success or result.x is None:
+            return Placement({}, 0.0, 0, "host CPU", "infeasible")
+        for j, (t, k) in enumerate(choices):
+            if result.x[j] > 0.5:
+                counts[t.name] = k
+    machines = sum(t.instances * counts[t.name] for t in terms)
+    per = {t.name: t.throughput(counts[t.name]) for t in terms}
+    bound = min(per, key=lambda n: per[n])
+    components = [
+        {"component": t.name, "instances": t.instances, "partitions": counts[t.name], "cost": t.cost(counts[t.name]),
+         "throughput": per[t.name], "partitionable": t.partitionable}
+        for t in terms
+    ]  # fmt: skip
+    return Placement(counts, per[bound], machines, bound, "optimal", components)

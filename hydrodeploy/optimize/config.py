@@ -108,14 +108,15 @@ class Configuration:
 
 
 @lru_cache(maxsize=256)
-def _derive(base: ir.Program, steps: tuple[Step, ...]) -> tuple[ir.Program, Topology]:
+def _derive(base: ir.Program, path: str, steps: tuple[Step, ...]) -> tuple[ir.Program, Topology]:
     program, topology, _ = apply_chain(base, list(steps))
     return program, topology
 
 
 def derive(base: ir.Program, config: Configuration) -> tuple[ir.Program, Topology]:
-    """The program and topology of ``config`` (raises RewriteError when a step does not apply)."""
-    return _derive(base, tuple(config.steps()))
+    """The program and topology of ``config`` (raises RewriteError when a step does not apply).
+    Cached per base file: equal programs from different files differ in their rules' spans."""
+    return _derive(base, base.path, tuple(config.steps()))
 
 
 def machines(topology: Topology) -> int:

@@ -33,28 +33,21 @@ from hydrodeploy.bench.experiment import Bench, Observer
 from hydrodeploy.bench.measure import Plateau, Point
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec, WorkloadSpec
 from hydrodeploy.deploy.cluster import AnyClusterSpec, ClusterSpec, open_cluster
-from hydrodeploy.errors import HydrodeployError, RewriteError
+from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.language import ir, load_program, print_program
 from hydrodeploy.optimize.bottleneck import Bottleneck, find_bottleneck
-from hydrodeploy.optimize.candidates import (
-    Candidates,
-    PartitionOption,
-    find_candidates,
-    partitionable,
-    structures,
-)
-from hydrodeploy.optimize.choose import ComponentTerm, Placement, place
-from hydrodeploy.optimize.config import Configuration, Partitioning, derive
+from hydrodeploy.optimize.candidates import Candidates, PartitionOption, find_candidates, structures
+from hydrodeploy.optimize.choose import Placement, place
+from hydrodeploy.optimize.config import Configuration, derive
 from hydrodeploy.optimize.costmodel import (
     Calibration,
     Prediction,
     calibrate,
-    effective_quotas,
     host_capacity,
     identities,
     predict,
 )
-from hydrodeploy.optimize.perfsim import simulate_point
+from hydrodeploy.optimize.evaluate import EvaluationError, structure_costs
 from hydrodeploy.profile.counters import WindowProfile
 from hydrodeploy.profile.session import Measured, profiled_sweep
 from hydrodeploy.report.rundir import RunDirectory
@@ -498,56 +491,24 @@ class Analysis:
     def _evaluate_structures(self, current: Iteration, candidates: Candidates, calibration: Calibration) -> list[dict[str, Any]]:
         """Every structure: per-component costs in the performance simulation, then placement."""
         out: list[dict[str, Any]] = []
-        around = max(8, calibration.clients * 2)
+        around = max(8, calibration.clients)
         timeout = self.workload.clients.timeout_ms
         for combo, structure in structures(self.base, current.config, candidates):
-            entry: dict[str, Any] = {"combo": combo, "structure": structure}
+            entry: dict[str, Any] = {"combo": combo, "structure": structure, "config": structure}
             try:
-                options = partitionable(self.base, structure)
-                parts = {c: o for c, o in options.items() if isinstance(o, PartitionOption)}
-                prog1, topo1 = derive(self.base, structure)
-                split = structure.with_partitions(Partitioning(c, o.key, 2, o.rewrite) for c, o in parts.items())
-                try:
-                    prog2, topo2 = derive(self.base, split)
-                except RewriteError:
-                    parts, prog2, topo2 = {}, prog1, topo1
-                p1 = simulate_point(
-                    prog1, topo1, calibration.costs, effective_quotas(self.quotas(topo1), calibration.runtime),
-                    self.period_s, around, self.base_path, 0.3, 1.0, timeout,
-                )  # fmt: skip
-                p2 = simulate_point(
-                    prog2, topo2, calibration.costs, effective_quotas(self.quotas(topo2), calibration.runtime),
-                    self.period_s, around, self.base_path, 0.3, 1.0, timeout,
-                )  # fmt: skip
-                if p1.throughput <= 0 or p2.throughput <= 0:
-                    raise AnalyzeError("no request completed in the performance simulation")
-            except (RewriteError, HydrodeployError) as exc:
+                costs = structure_costs(self.base, structure, calibration, self.quota, around, timeout)
+            except EvaluationError as exc:
                 entry["error"] = str(exc)
                 entry["placement"] = Placement({}, 0.0, 0, "", "error")
-                entry["config"] = structure
                 out.append(entry)
                 continue
-            instances = {c.name: c.instances for c in prog1.components}
-            capacity = {c: (self.quota or 1.0) - calibration.runtime.node for c in instances}
-            cost1 = _component_costs(p1.busy, p1.throughput, topo1)
-            cost2 = _component_costs(p2.busy, p2.throughput, topo2)
-            terms = [
-                ComponentTerm(c, instances[c], capacity[c], cost1.get(c, 0.0), cost2.get(c) if c in parts else None)
-                for c in instances
-            ]
-            host_cost = sum(p1.busy.values()) / p1.throughput if p1.throughput > 0 else 0.0
-            if not math.isnan(calibration.client_cost):
-                host_cost += calibration.client_cost
-            placement = place(terms, self.budget, calibration.host_cores, host_cost, calibration.runtime.node)
-            config = structure.with_partitions(
-                Partitioning(c, parts[c].key, k, parts[c].rewrite) for c, k in placement.counts.items() if c in parts and k > 1
-            )
+            placement = place(costs.terms, self.budget, calibration.host_cores, costs.host_cost, calibration.runtime.node)
             entry.update(
                 {
                     "placement": placement,
-                    "config": config,
-                    "partitionable": {c: (o.key if isinstance(o, PartitionOption) else str(o)) for c, o in options.items()},
-                    "simulated": {"clients": around, "unpartitioned": p1.throughput, "split": p2.throughput},
+                    "config": costs.configuration(placement.counts),
+                    "partitionable": {c: (o.key if isinstance(o, PartitionOption) else str(o)) for c, o in costs.options.items()},
+                    "simulated": costs.simulated,
                 }
             )
             out.append(entry)
@@ -558,16 +519,6 @@ def _component_counts(topology: Topology) -> dict[str, int]:
     out: dict[str, int] = {}
     for component, _, _ in topology.addresses():
         out[component] = out.get(component, 0) + 1
-    return out
-
-
-def _component_costs(busy: Mapping[str, float], throughput: float, topology: Topology) -> dict[str, float]:
-    """CPU seconds per request of each component's busiest node."""
-    out: dict[str, float] = {}
-    if throughput <= 0:
-        return out
-    for component, address, _ in topology.addresses():
-        out[component] = max(out.get(component, 0.0), busy.get(address, 0.0) / throughput)
     return out
 
 

@@ -28,7 +28,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from hydrodeploy.bench.measure import Point
+from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.report.load import load_points
+
+
+class ReportError(HydrodeployError):
+    """A run directory that cannot be reported on."""
+
 
 PLOTS = {
     "curves": "iterations_throughput_latency.png",
@@ -42,11 +48,41 @@ PLOTS = {
 
 
 def iterations(run: Path) -> list[dict[str, Any]]:
+    """Every iteration's record; a ``hydrodeploy run`` directory (points but no iteration.json)
+    gets one made from its points."""
     folder = run / "iterations"
     out = []
-    for path in sorted(folder.glob("*/iteration.json")) if folder.is_dir() else []:
-        out.append(json.loads(path.read_text()))
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        record = sub / "iteration.json"
+        if record.exists():
+            out.append(json.loads(record.read_text()))
+        elif (sub / "points").is_dir():
+            out.append(_as_run(run, int(sub.name)))
     return out
+
+
+def _as_run(run: Path, index: int) -> dict[str, Any]:
+    """The record of an iteration that ``hydrodeploy run`` measured (one deployment, no rewrite)."""
+    points = load_points(run, index)
+    best = max(points, key=lambda p: p.throughput, default=None)
+    topology = _read(run / "iterations" / f"{index:02d}" / "topology.json") or {}
+    machines = sum(len(topology.get("partitions", {}).get(a, [a])) for addrs in topology.get("instances", {}).values() for a in addrs)
+    return {
+        "index": index,
+        "description": "the program as run",
+        "config": {"decouplings": [], "partitions": []},
+        "steps": [],
+        "parent": None,
+        "machines": machines,
+        "status": "measured" if best else "failed",
+        "predicted_throughput": None,
+        "measured": None
+        if best is None
+        else {"max_throughput": best.throughput, "p50_ms": best.p50_ms, "p99_ms": best.p99_ms, "clients": best.clients, "point": best.index},
+        "kept": best is not None,
+        "reason": "measured by hydrodeploy run",
+        "bottleneck": None,
+    }
 
 
 def _read(path: Path) -> Any:
