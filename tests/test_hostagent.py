@@ -93,7 +93,11 @@ def test_the_group_is_stopped_when_the_orchestrator_goes_away(tmp_path: Path) ->
 def test_exit_status_and_leftovers_of_a_finished_process(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = launch(run_dir, "n-0", ("sh", "-c", "sleep 300 & exit 3"), b"")
-    out, _ = proc.communicate(timeout=20)
+    # stdin stays open, as the orchestrator's channel does: its end would stop the process
+    wait_for(lambda: proc.poll() is not None, "the agent to finish")
+    assert proc.stdout is not None and proc.stdin is not None
+    out = proc.stdout.read()
+    proc.stdin.close()
     assert proc.returncode == 3
     assert b"exited with status 3" in out
     assert marked(run_dir) == []  # what it left in its group was killed
