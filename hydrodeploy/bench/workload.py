@@ -21,6 +21,7 @@
     budget: {machines: null}           # machines (nodes) `analyze` may use
     analyze:                          # `hydrodeploy analyze`: windows, iterations, gain to keep
       windows: null                   # (default: the windows above)
+      max_clients: null               # scaled configurations may need more clients (default: sweep's)
       iterations: 8
       min_gain: 0.05
       verify_seeds: 10
@@ -118,6 +119,7 @@ class AnalyzeSpec(_Strict):
     """Settings of ``hydrodeploy analyze`` (the optimizer loop)."""
 
     windows: WindowsSpec | None = None  # windows of every measured point (default: the workload's)
+    max_clients: int | None = Field(default=None, ge=1, le=1 << 20)  # sweeps go this far (default: sweep's)
     iterations: int = Field(default=8, ge=1, le=100)  # configurations measured, the base included
     min_gain: float = Field(default=0.05, ge=0)  # a rewrite is kept when throughput rises this much
     verify_seeds: int = Field(default=10, ge=0, le=1000)  # simulation seeds checking each rewrite

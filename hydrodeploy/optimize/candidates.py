@@ -100,6 +100,23 @@ def partition_option(program: ir.Program, component: str) -> PartitionOption | R
     return Rejection(first.rewrite, f"'{component}'", first.reason, _where(first))
 
 
+def _rule_sets(program: ir.Program, component: str) -> list[frozenset[int]]:
+    """The rule sets ``explain`` tries, and every relation's sending rules together (a message
+    sent by several rules is better broadcast by one new component than by several)."""
+    sets = candidate_sets(program, component)
+    block = program.block(component)
+    if block is None:
+        return sets
+    by_head: dict[str, set[int]] = {}
+    for i, rule in enumerate(block.rules):
+        if rule.kind is ir.RuleKind.ASYNC:
+            by_head.setdefault(rule.head.relation, set()).add(i)
+    for group in by_head.values():
+        if len(group) > 1 and frozenset(group) not in sets and len(group) < len(block.rules):
+            sets.append(frozenset(group))
+    return sets
+
+
 def find_candidates(base: ir.Program, config: Configuration, component: str) -> Candidates:
     """Every decoupling of ``component`` whose precondition holds in ``config``'s structure,
     how ``component`` partitions, and what was rejected."""
@@ -109,7 +126,7 @@ def find_candidates(base: ir.Program, config: Configuration, component: str) -> 
     if program.component(component) is None:
         return out
     taken: set[str] = set()
-    for rules in candidate_sets(program, component):
+    for rules in _rule_sets(program, component):
         name = unique(program, default_name(program, component, rules), taken)
         target = Decouple(component, rules, name)
         chosen: tuple[ModuleType, Applicable] | None = None

@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,13 @@ from hydrodeploy.deploy.cluster import AnyClusterSpec, ClusterSpec, open_cluster
 from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.language import ir, load_program, print_program
 from hydrodeploy.optimize.bottleneck import Bottleneck, find_bottleneck
-from hydrodeploy.optimize.candidates import Candidates, PartitionOption, find_candidates, structures
+from hydrodeploy.optimize.candidates import (
+    Candidates,
+    DecouplingOption,
+    PartitionOption,
+    find_candidates,
+    structures,
+)
 from hydrodeploy.optimize.choose import Placement, place
 from hydrodeploy.optimize.config import Configuration, derive
 from hydrodeploy.optimize.costmodel import (
@@ -49,7 +55,7 @@ from hydrodeploy.optimize.costmodel import (
 )
 from hydrodeploy.optimize.evaluate import EvaluationError, structure_costs
 from hydrodeploy.profile.counters import WindowProfile
-from hydrodeploy.profile.session import Measured, profiled_sweep
+from hydrodeploy.profile.session import Measured, TolerantPlateau, profiled_sweep
 from hydrodeploy.report.rundir import RunDirectory
 from hydrodeploy.runtime.topology import Topology
 from hydrodeploy.simulate import Network, Workload
@@ -61,6 +67,7 @@ CALIBRATION_COUNTS = (4, 32, 256)
 DEFAULT_BUDGET = 64  # machines, when the workload names no budget
 TOP_PREDICTED = 3  # placements predicted with the full performance simulation
 MAX_FAILURES = 2  # rolled-back attempts from one configuration before the loop stops
+MIN_SHARE = 0.05  # decouplings whose rules take less of the bottleneck's rule CPU are not tried
 
 
 class AnalyzeError(HydrodeployError):
@@ -244,7 +251,10 @@ class Analysis:
     # ---- measuring ------------------------------------------------------------------------------
 
     def _counts(self, hint: int | None) -> list[int]:
-        counts = self.workload.sweep.counts()
+        sweep = self.workload.sweep
+        if self.workload.analyze.max_clients is not None and sweep.clients is None:
+            sweep = sweep.model_copy(update={"max_clients": self.workload.analyze.max_clients})
+        counts = sweep.counts()
         if hint:
             low = max(1, hint // 4)
             counts = [n for n in counts if n >= low] or counts[-1:]
@@ -384,7 +394,7 @@ class Analysis:
             self.run_dir.add_result(it.index, point)
             self.run_dir.write_json(f"iterations/{it.index:02d}/profiles/{point.index:03d}.json", profile.to_json())
 
-        plateau = Plateau(self.workload.sweep.plateau_gain, self.workload.sweep.plateau_steps, self.slo)
+        plateau = TolerantPlateau(self.workload.sweep.plateau_gain, self.workload.sweep.plateau_steps, self.slo)
         try:
             self.observer.status(f"iteration {it.index}: deploying {bench.machines} nodes")
             await bench.start()
@@ -439,6 +449,13 @@ class Analysis:
             host, timeout, measured_from=f"iteration {current.index}, point {best_point}",
         )  # fmt: skip
         candidates = find_candidates(self.base, current.config, neck.component)
+        shares = _rule_shares(best, neck.address, identities(program, self.base_path).get(neck.component, []))
+        kept: list[tuple[DecouplingOption, float]] = []
+        pruned: list[tuple[DecouplingOption, float]] = []
+        for option in candidates.decouplings:
+            share = sum(shares.get(i, 0.0) for i in option.identities)
+            (kept if share >= MIN_SHARE else pruned).append((option, share))
+        candidates = replace(candidates, decouplings=[o for o, _ in kept])
         evaluated = self._evaluate_structures(current, candidates, calibration)
         tried = self.tried()
         ranked = sorted(
@@ -461,6 +478,7 @@ class Analysis:
             "bottleneck": neck.to_json(),
             "calibration": calibration.to_json(),
             "candidates": _candidates_json(candidates),
+            "pruned": [_pruned_json(o, share, neck.address) for o, share in pruned],
             "structures": [_structure_json(e) for e in evaluated],
             "needed_throughput": need,
             "seconds": time.time() - started,
@@ -488,6 +506,17 @@ class Analysis:
         )
         return it
 
+    def _within_budget(self, config: Configuration) -> Configuration:
+        """``config`` with partitions removed (from the most partitioned component first) until its
+        machines fit the budget: rewrites may add machines the placement does not count (the
+        coordinator of each partially partitioned instance)."""
+        while len(derive(self.base, config)[1].addresses()) > self.budget:
+            smaller = _largest_partition(config)
+            if smaller is None:
+                break
+            config = smaller
+        return config
+
     def _evaluate_structures(self, current: Iteration, candidates: Candidates, calibration: Calibration) -> list[dict[str, Any]]:
         """Every structure: per-component costs in the performance simulation, then placement."""
         out: list[dict[str, Any]] = []
@@ -503,10 +532,11 @@ class Analysis:
                 out.append(entry)
                 continue
             placement = place(costs.terms, self.budget, calibration.host_cores, costs.host_cost, calibration.runtime.node)
+            config = self._within_budget(costs.configuration(placement.counts))
             entry.update(
                 {
                     "placement": placement,
-                    "config": costs.configuration(placement.counts),
+                    "config": config,
                     "partitionable": {c: (o.key if isinstance(o, PartitionOption) else str(o)) for c, o in costs.options.items()},
                     "simulated": costs.simulated,
                 }
@@ -515,11 +545,33 @@ class Analysis:
         return out
 
 
+def _largest_partition(config: Configuration) -> Configuration | None:
+    """``config`` with one partition fewer of its most partitioned component (None: none)."""
+    if not config.partitions:
+        return None
+    top = max(config.partitions, key=lambda p: p.count)
+    return config.with_partitions(p if p is not top else replace(p, count=p.count - 1) for p in config.partitions)
+
+
 def _component_counts(topology: Topology) -> dict[str, int]:
     out: dict[str, int] = {}
     for component, _, _ in topology.addresses():
         out[component] = out.get(component, 0) + 1
     return out
+
+
+def _rule_shares(profile: WindowProfile, address: str, names: Sequence[str]) -> dict[str, float]:
+    """Each rule's share (by identity) of a node's rule CPU."""
+    node = profile.node(address)
+    total = node.rule_cpu
+    if total <= 0:
+        return {}
+    return {names[r.number]: r.cpu / total for r in node.rules if r.number < len(names)}
+
+
+def _pruned_json(option: DecouplingOption, share: float, node: str) -> dict[str, Any]:
+    reason = f"its rules took {share:.0%} of {node}'s rule CPU (under {MIN_SHARE:.0%})"
+    return {"description": option.decoupling.describe(), "share": share, "reason": reason}
 
 
 def _candidates_json(c: Candidates) -> dict[str, Any]:

@@ -37,6 +37,8 @@ from hydrodeploy.simulate.results import RequestRecord, percentile
 from hydrodeploy.simulate.simulation import _Kind
 
 JITTER = 0.5  # relative spread of message delays
+WARMUP_ROUNDS = 3  # a point's warm-up may end once every client completed this many requests
+MAX_MEASURED = 4000  # a point's measurement may end once this many requests completed
 CPU_NOISE = 0.3  # spread (log-normal sigma) of a tick's CPU around its cost
 START_SPREAD_MS = 20.0  # clients send their first requests within this long
 CPU_CLOCK = time.thread_time_ns
@@ -246,6 +248,9 @@ class PerfSimulation(Simulation):
             return f"clients/{int(address.rsplit('/', 1)[1]) % self.client_processes}"
         return address
 
+    def completed_count(self) -> int:
+        return self._completed
+
     def rule_cpu(self) -> dict[str, tuple[float, float]]:
         """Per rule identity, CPU seconds and facts derived so far, all nodes, in this process."""
         out: dict[str, tuple[float, float]] = {}
@@ -285,34 +290,45 @@ def simulate_point(
 
 
 def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float, measure_s: float) -> SimPoint:
+    """Warm up until ``start_ms`` (or until every client completed :data:`WARMUP_ROUNDS` requests),
+    then measure until ``end_ms`` (or until :data:`MAX_MEASURED` requests completed: fast
+    configurations need less simulated time for the same precision)."""
     used_before: dict[str, float] = {}
     ticks_before: dict[str, int] = {}
     rules_before: dict[str, tuple[float, float]] = {}
-    evaluate_before: list[float] = []
+    window: list[float] = []  # [start, completed at start]
+    warm = WARMUP_ROUNDS * clients
 
-    def at_warmup(s: Simulation) -> bool:
-        if not used_before and s.now_ms >= start_ms:
-            used_before.update({a: b.used for a, b in sim.budgets.items()})
-            ticks_before.update(sim.tick_counts)
-            rules_before.update(sim.rule_cpu())
-            evaluate_before.append(sim.evaluate_s)
-        return False
+    def watch(s: Simulation) -> bool:
+        done = sim.completed_count()
+        if not window:
+            if s.now_ms >= start_ms or done >= warm:
+                used_before.update({a: b.used for a, b in sim.budgets.items()})
+                ticks_before.update(sim.tick_counts)
+                rules_before.update(sim.rule_cpu())
+                window.extend([s.now_ms, float(done), sim.evaluate_s])
+            return False
+        return s.now_ms - window[0] >= measure_s * 1000 or done - window[1] >= MAX_MEASURED
 
-    result = sim.run(max_time_ms=end_ms, drain_ms=0.0, stop_when=at_warmup)
+    result = sim.run(max_time_ms=end_ms + (end_ms - start_ms), drain_ms=0.0, stop_when=watch)
+    if not window:
+        return SimPoint(clients, 0.0, math.nan, math.nan)
+    begin, end = window[0], sim.now_ms
+    seconds = max(1e-6, (end - begin) / 1000)
     latencies = sorted(
         r.latency_ms
         for r in result.requests.values()
-        if r.done_ms is not None and start_ms <= r.done_ms < end_ms and r.latency_ms is not None
+        if r.done_ms is not None and begin <= r.done_ms <= end and r.latency_ms is not None
     )
-    busy = {a: (b.used - used_before.get(a, 0.0)) / measure_s for a, b in sim.budgets.items()}
-    ticks = {a: (n - ticks_before.get(a, 0)) / measure_s for a, n in sim.tick_counts.items()}
+    busy = {a: (b.used - used_before.get(a, 0.0)) / seconds for a, b in sim.budgets.items()}
+    ticks = {a: (n - ticks_before.get(a, 0)) / seconds for a, n in sim.tick_counts.items()}
     rules = {
         k: (cpu - rules_before.get(k, (0.0, 0.0))[0], facts - rules_before.get(k, (0.0, 0.0))[1])
         for k, (cpu, facts) in sim.rule_cpu().items()
     }
-    evaluate = sim.evaluate_s - (evaluate_before[0] if evaluate_before else 0.0)
+    evaluate = sim.evaluate_s - window[2]
     return SimPoint(
-        clients, len(latencies) / measure_s, percentile(latencies, 50), percentile(latencies, 99), busy, ticks, rules, evaluate
+        clients, len(latencies) / seconds, percentile(latencies, 50), percentile(latencies, 99), busy, ticks, rules, evaluate
     )
 
 

@@ -25,6 +25,28 @@ from hydrodeploy.profile.perf import PerfProfile
 from hydrodeploy.profile.sampler import WindowSampler
 
 
+class TolerantPlateau(Plateau):
+    """The sweep's stopping rule, tolerant of one latency spike: it stops after ``steps`` client
+    counts that each improve the best throughput within the SLO by less than ``gain``, or after
+    ``breaches`` consecutive client counts whose p99 exceeds the SLO (a single breach, such as a
+    client's re-sent request, does not end the sweep; a point over the SLO never counts as the
+    best)."""
+
+    def __init__(self, gain: float, steps: int, slo_p99_ms: float | None, breaches: int = 2) -> None:
+        super().__init__(gain, steps, slo_p99_ms)
+        self.breaches = breaches
+        self.over = 0
+
+    def update(self, throughput: float, p99_ms: float) -> str | None:
+        if self.slo is not None and p99_ms > self.slo:
+            self.over += 1
+            if self.over >= self.breaches:
+                return f"p99 exceeded the SLO of {self.slo:g} ms at {self.over} client counts in a row"
+            return None
+        self.over = 0
+        return super().update(throughput, p99_ms)
+
+
 @dataclass
 class Measured:
     points: list[Point] = field(default_factory=list)

@@ -224,16 +224,23 @@ def plot_cpu(run: Path, its: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return path
 
 
+TOP_RULES = 5  # rules named in a bottleneck's breakdown; the others are summed
+
+
 def _breakdown(it: Mapping[str, Any]) -> dict[str, float]:
     neck = it.get("bottleneck") or {}
-    rules = {f"rule: {name}": share for name, share in neck.get("rules", [])}
+    ranked = sorted(neck.get("rules", []), key=lambda r: -r[1])
+    rules = {f"rule: {name}": share for name, share in ranked[:TOP_RULES]}
+    rest = sum(share for _, share in ranked[TOP_RULES:])
+    if rest > 0:
+        rules["rules: the others"] = rest
     parts = {k: v for k, v in (neck.get("parts") or {}).items() if k != "rules"}
     return {**rules, **parts}
 
 
 def plot_breakdown(its: Sequence[Mapping[str, Any]], path: Path) -> Path:
     measured = [it for it in its if it.get("bottleneck")]
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.55 * max(1, len(measured))), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, max(3.2, 1.2 + 0.55 * len(measured))), dpi=110)
     labels: list[str] = []
     for it in measured:
         for name in _breakdown(it):

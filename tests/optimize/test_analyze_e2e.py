@@ -1,0 +1,163 @@
+"""`hydrodeploy analyze` end to end on real processes (short windows, a small budget), then
+`report`, `plan`, `--resume` and the HTML report in headless Chromium, all on the same run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hydrodeploy.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WORKLOAD = {
+    "name": "voting-e2e",
+    "protocol": str(ROOT / "protocols" / "voting.ded"),
+    "clients": {"processes": 2},
+    "windows": {"warmup_s": 0.4, "measure_s": 1.0, "cooldown_s": 0.1, "bin_s": 0.25},
+    "sweep": {"start": 16, "factor": 4, "max_clients": 256, "plateau_gain": 0.05, "plateau_steps": 1},
+    "slo": {"p99_ms": 1000},
+    "budget": {"machines": 12},
+    "analyze": {"iterations": 2, "verify_seeds": 2},
+}
+CLUSTER = {"name": "e2e", "kind": "local", "machine": {"cpus": 0.1, "cfs_period_us": 10000}}
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def analyzed() -> Iterator[Path]:
+    """One analysis: the base program and one rewrite."""
+    with tempfile.TemporaryDirectory(prefix="hydrodeploy-analyze-") as tmp:
+        folder = Path(tmp)
+        (folder / "workload.yaml").write_text(yaml.safe_dump(WORKLOAD))
+        (folder / "cluster.yaml").write_text(yaml.safe_dump(CLUSTER))
+        code = main(["analyze", str(folder / "workload.yaml"), "--cluster", str(folder / "cluster.yaml"), "--reports", str(folder / "reports")])
+        assert code == 0
+        runs = [p for p in (folder / "reports").iterdir() if p.is_dir() and not p.is_symlink()]
+        assert len(runs) == 1
+        yield runs[0]
+
+
+def test_the_loop_measures_the_base_program_and_a_rewrite_it_chose(analyzed: Path) -> None:
+    summary = json.loads((analyzed / "summary.json").read_text())
+    assert summary["protocol"] == "voting"
+    entries = summary["iterations"]
+    assert [e["index"] for e in entries] == [0, 1]
+    base, rewritten = entries
+    assert base["kept"] is True and base["machines"] == 4 and base["max_throughput"] > 0
+    assert base["predicted_throughput"] is None and base["rewrite"] is None
+    assert rewritten["predicted_throughput"] > 0 and rewritten["rewrite"]
+    assert rewritten["machines"] <= 12
+    assert rewritten["kept"] in (True, False)
+    it = json.loads((analyzed / "iterations" / "01" / "iteration.json").read_text())
+    assert it["verification"]["equivalent"] is True
+    assert it["status"] in ("measured", "rejected")
+    decision = json.loads((analyzed / "iterations" / "01" / "decision.json").read_text())
+    assert decision["bottleneck"]["address"] == "leader/0"
+    assert decision["candidates"]["decouplings"], "the leader's decouplings are candidates"
+    assert any(s["placement"]["status"] == "optimal" for s in decision["structures"])
+    assert decision["calibration"]["runtime"]["rows"] > 0
+    program = (analyzed / "iterations" / "01" / "program.ded").read_text()
+    assert ".component leader_" in program  # a component a decoupling made
+    base_it = json.loads((analyzed / "iterations" / "00" / "iteration.json").read_text())
+    assert base_it["bottleneck"]["component"] == "leader"
+    assert base_it["perf"] is not None  # perf ran, or the report says why not
+    profiles = sorted((analyzed / "iterations" / "00" / "profiles").glob("*.json"))
+    assert profiles and all(json.loads(p.read_text())["nodes"] for p in profiles)
+    assert (analyzed / "calibration" / "profiles").is_dir()
+
+
+def test_report_re_renders_from_the_files_alone(analyzed: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(analyzed, copy, ignore=shutil.ignore_patterns("*.png", "report.*", "summary.json"))
+    assert main(["report", str(copy)]) == 0
+    for name in ("report.md", "report.html", "summary.json", "iterations_throughput_latency.png", "iterations_node_cpu.png"):
+        assert (copy / name).exists(), name
+    assert json.loads((copy / "summary.json").read_text()) == json.loads((analyzed / "summary.json").read_text())
+    text = (copy / "report.md").read_text()
+    for heading in ("## Summary", "## Throughput and latency", "## CPU of every node", "## Bottlenecks", "## Chain of rewrites"):
+        assert heading in text
+
+
+def test_resume_of_a_finished_run_measures_nothing(analyzed: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(analyzed, copy)
+    before = (copy / "results.csv").read_text()
+    assert main(["analyze", "--resume", str(copy)]) == 0
+    assert (copy / "results.csv").read_text() == before
+
+
+def test_resume_measures_an_interrupted_iteration_again(analyzed: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(analyzed, copy)
+    record = copy / "iterations" / "01" / "iteration.json"
+    data = json.loads(record.read_text())
+    data.update(status="planned", measured=None, kept=None, reason="", verification=None)
+    record.write_text(json.dumps(data))
+    state = json.loads((copy / "state.json").read_text())
+    (copy / "state.json").write_text(json.dumps({**state, "stopped": None}))
+    assert main(["analyze", "--resume", str(copy)]) == 0
+    again = json.loads(record.read_text())
+    assert again["status"] in ("measured", "rejected") and again["verification"]["equivalent"]
+    rows = (copy / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,")
+    assert sum(1 for r in rows if r.startswith("1,")) == sum(1 for r in (analyzed / "results.csv").read_text().splitlines() if r.startswith("1,")) or again["status"] == "rejected"
+
+
+def test_plan_writes_a_runnable_configuration(analyzed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary = json.loads((analyzed / "summary.json").read_text())
+    target = 0.3 * summary["iterations"][0]["max_throughput"]
+    out = tmp_path / "plan"
+    assert main(["plan", str(analyzed), "--throughput", f"{target:.0f}", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "total" in printed and "this rests on:" in printed
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["predicted_throughput"] >= target
+    assert plan["machines"] == sum(c["machines"] for c in plan["components"])
+    workload = yaml.safe_load((out / "workload.yaml").read_text())
+    assert workload["protocol"] == "program.ded" and (out / "program.ded").exists()
+    assert main(["run", str(out / "workload.yaml"), "--quick", "--reports", str(tmp_path / "reports")]) == 0
+
+
+def test_plan_prices_a_machine_profile(analyzed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(analyzed), "--throughput", "100", "--machine", "n2-standard-4", "-o", str(tmp_path / "p")]) == 0
+    plan = json.loads((tmp_path / "p" / "plan.json").read_text())
+    assert plan["cost_per_hour"] == pytest.approx(0.194236 * plan["machines"])
+    assert main(["plan", str(analyzed), "--throughput", "100", "--machine", "no-such-machine"]) == 2
+    assert "no machine profile 'no-such-machine'" in capsys.readouterr().err
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_html_report_renders_in_headless_chromium(analyzed: Path, tmp_path: Path) -> None:
+    browser = _chromium()
+    if browser is None:
+        pytest.fail("headless Chromium is needed (.ci/run installs Debian's chromium when missing)")
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+    ]  # fmt: skip
+    url = (analyzed / "report.html").resolve().as_uri()
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400", url], check=True, capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dom = subprocess.run(
+        [browser, *flags, "--virtual-time-budget=5000", "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
+    plots = int(dom.split('data-plots="')[1].split('"')[0])
+    loaded = int(dom.split('data-plots-loaded="')[1].split('"')[0])
+    assert plots >= 4 and loaded == plots, "every plot image loaded in the browser"
+    import matplotlib.image as mpimg
+
+    pixels = mpimg.imread(shot)
+    assert pixels.std() > 0.05, "the screenshot is not blank"
