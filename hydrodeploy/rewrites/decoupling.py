@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hydrodeploy.analysis.context import LOCATION_BUILTINS, context
+from hydrodeploy.analysis.independence import independence
 from hydrodeploy.analysis.references import References, references
 from hydrodeploy.errors import Span
 from hydrodeploy.language import ir
@@ -72,6 +73,24 @@ def default_name(program: ir.Program, component: str, rules: Iterable[int]) -> s
         name = f"{base}{n}"
         n += 1
     return name
+
+
+def split_keeping_c1_independent(program: ir.Program, target: Decouple, rewrite: str) -> Split | NotApplicable:
+    """:func:`split`, refused when the rules that stay (C1) read anything the moved rules (C2)
+    derive: the precondition functional, monotonic and state machine decoupling share."""
+    s = split(program, target, rewrite)
+    if isinstance(s, NotApplicable):
+        return s
+    dep = independence(program, target.component, s.kept, s.moved).dependence
+    if dep is not None:
+        return NotApplicable(
+            rewrite,
+            target,
+            f"the rules that stay read '{dep.relation}', which the moved rules derive (C1 must be "
+            "independent of C2)",
+            dep.span,
+        )
+    return s
 
 
 def split(program: ir.Program, target: Decouple, rewrite: str) -> Split | NotApplicable:

@@ -12,7 +12,6 @@ acts on each forwarded fact on its own, so the extra hop changes only timing.
 from __future__ import annotations
 
 from hydrodeploy.analysis.functional import functional
-from hydrodeploy.analysis.independence import independence
 from hydrodeploy.language import ir
 from hydrodeploy.rewrites.base import (
     Applicable,
@@ -22,7 +21,13 @@ from hydrodeploy.rewrites.base import (
     require,
     topology_for,
 )
-from hydrodeploy.rewrites.decoupling import Split, build, describe_split, split
+from hydrodeploy.rewrites.decoupling import (
+    Split,
+    build,
+    describe_split,
+    split,
+    split_keeping_c1_independent,
+)
 from hydrodeploy.runtime.topology import Topology
 
 NAME = "functional decoupling"
@@ -30,18 +35,9 @@ SHORT = "functional"
 
 
 def check(program: ir.Program, target: Decouple) -> CheckResult:
-    s = split(program, target, NAME)
+    s = split_keeping_c1_independent(program, target, NAME)
     if isinstance(s, NotApplicable):
         return s
-    dep = independence(program, target.component, s.kept, s.moved).dependence
-    if dep is not None:
-        return NotApplicable(
-            NAME,
-            target,
-            f"the rules that stay read '{dep.relation}', which the moved rules derive (C1 must be "
-            "independent of C2)",
-            dep.span,
-        )
     result = functional(program, target.component, s.moved)
     if not result.functional:
         return NotApplicable(NAME, target, result.reason or "", result.span)

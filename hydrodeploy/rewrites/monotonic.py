@@ -15,7 +15,6 @@ the order and timing in which they arrive.
 
 from __future__ import annotations
 
-from hydrodeploy.analysis.independence import independence
 from hydrodeploy.analysis.monotonicity import logically_persisted, monotonicity
 from hydrodeploy.language import ir
 from hydrodeploy.rewrites.base import (
@@ -26,7 +25,13 @@ from hydrodeploy.rewrites.base import (
     require,
     topology_for,
 )
-from hydrodeploy.rewrites.decoupling import Split, build, describe_split, split
+from hydrodeploy.rewrites.decoupling import (
+    Split,
+    build,
+    describe_split,
+    split,
+    split_keeping_c1_independent,
+)
 from hydrodeploy.runtime.topology import Topology
 
 NAME = "monotonic decoupling"
@@ -34,18 +39,9 @@ SHORT = "monotonic"
 
 
 def check(program: ir.Program, target: Decouple) -> CheckResult:
-    s = split(program, target, NAME)
+    s = split_keeping_c1_independent(program, target, NAME)
     if isinstance(s, NotApplicable):
         return s
-    dep = independence(program, target.component, s.kept, s.moved).dependence
-    if dep is not None:
-        return NotApplicable(
-            NAME,
-            target,
-            f"the rules that stay read '{dep.relation}', which the moved rules derive (C1 must be "
-            "independent of C2)",
-            dep.span,
-        )
     kept = logically_persisted(program, target.component)
     for rel in sorted(s.forwarded):
         if rel not in kept:

@@ -18,7 +18,6 @@ new facts only, and kept again in C2.
 from __future__ import annotations
 
 from hydrodeploy.analysis.context import context
-from hydrodeploy.analysis.independence import independence
 from hydrodeploy.analysis.state_machine import state_machine
 from hydrodeploy.language import ir
 from hydrodeploy.rewrites import batching
@@ -31,7 +30,13 @@ from hydrodeploy.rewrites.base import (
     require,
     topology_for,
 )
-from hydrodeploy.rewrites.decoupling import Split, build, moved_heads, split
+from hydrodeploy.rewrites.decoupling import (
+    Split,
+    build,
+    moved_heads,
+    split,
+    split_keeping_c1_independent,
+)
 from hydrodeploy.runtime.topology import Topology
 
 NAME = "state machine decoupling"
@@ -39,18 +44,9 @@ SHORT = "state-machine"
 
 
 def check(program: ir.Program, target: Decouple) -> CheckResult:
-    s = split(program, target, NAME)
+    s = split_keeping_c1_independent(program, target, NAME)
     if isinstance(s, NotApplicable):
         return s
-    dep = independence(program, target.component, s.kept, s.moved).dependence
-    if dep is not None:
-        return NotApplicable(
-            NAME,
-            target,
-            f"the rules that stay read '{dep.relation}', which the moved rules derive (C1 must be "
-            "independent of C2)",
-            dep.span,
-        )
     inputs = s.moved_refs.inputs
     sm = state_machine(program, target.component, s.moved, inputs=inputs)
     if not sm.state_machine:
