@@ -46,7 +46,7 @@ from hydrodeploy.runtime.topology import Topology
 
 HOST_USABLE = 0.95  # share of this machine's cores a deployment can use before saturating it
 SIM_SEEDS = 3
-SIM_LOADS = (0.5, 1.0, 2.0)  # simulated loads, relative to the measured best point's clients
+SIM_LOADS = (0.5, 1.0, 2.0, 4.0)  # simulated loads, relative to the measured best point's clients
 PEAK_SHARE = 0.7  # points within this share of the best one measure rules near the peak
 SIM_WARMUP_S = 0.3
 SIM_MEASURE_S = 0.6
@@ -329,6 +329,14 @@ def _average(points: Sequence[SimPoint]) -> SimPoint:
     )
 
 
+def _capacity_of(point: SimPoint, quotas: Mapping[str, float | None]) -> float:
+    """The throughput at which a simulated point's busiest node (per quota) would saturate."""
+    if point.throughput <= 0:
+        return 0.0
+    worst = max((b / (quotas.get(a) or 1.0) for a, b in point.busy.items()), default=0.0)
+    return point.throughput / worst if worst > 0 else math.inf
+
+
 def load_point(
     calibration: Calibration,
     program: ir.Program,
@@ -355,7 +363,7 @@ def load_point(
             )  # fmt: skip
             points.append(run)
         point = _average(points)
-        if best is None or point.throughput > best.throughput:
+        if best is None or _capacity_of(point, eff) > _capacity_of(best, eff):
             best = point
     assert best is not None
     return best

@@ -21,7 +21,7 @@ from hydrodeploy.optimize.costmodel import Calibration, load_point
 from hydrodeploy.optimize.perfsim import SimPoint
 from hydrodeploy.runtime.topology import Topology
 
-SCREEN_LOADS = (1.0, 2.0)  # simulated loads, relative to the measured best point's clients
+SCREEN_LOADS = (1.0, 4.0)  # simulated loads, relative to the measured best point's clients
 
 
 class EvaluationError(HydrodeployError):

@@ -40,8 +40,11 @@ class TolerantPlateau(Plateau):
     def update(self, throughput: float, p99_ms: float) -> str | None:
         if self.slo is not None and p99_ms > self.slo:
             self.over += 1
+            self.stalled += 1  # not an improvement within the SLO either
             if self.over >= self.breaches:
                 return f"p99 exceeded the SLO of {self.slo:g} ms at {self.over} client counts in a row"
+            if self.stalled >= self.steps:
+                return f"throughput plateaued ({self.steps} steps under {self.gain:.0%} gain within the SLO)"
             return None
         self.over = 0
         return super().update(throughput, p99_ms)

@@ -504,7 +504,7 @@ def _html(sections: list[tuple[str, list[Any]]], title: str) -> str:
             body.append("<ul>" + "".join(items) + "</ul>")
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;overflow-wrap:anywhere}"
         "th{background:#f3f3f3}img.plot{max-width:100%;border:1px solid #ddd}pre{background:#f7f7f7;padding:1em;"
         "overflow-x:auto;font-size:0.85em}figure{margin:1em 0}figcaption{font-size:0.85em;color:#555}"
     )

@@ -127,7 +127,22 @@ def test_performance_simulation_is_bound_by_the_quota() -> None:
     quotas = {a: 0.05 for _, a, _ in topology.addresses()}
     point = simulate_point(program, topology, costs, quotas, 0.01, 64, base.path, 0.2, 0.4)
     assert point.throughput > 0
-    assert point.busy["leader/0"] <= 0.05 * 1.01
+    assert point.busy["leader/0"] <= 0.05 * 1.1  # CPU is charged when a tick starts: the window edge blurs it
     assert point.busy["leader/0"] > point.busy["participant/0"]
     unthrottled = simulate_point(program, topology, costs, dict.fromkeys(quotas), 0.01, 64, base.path, 0.2, 0.4)
     assert unthrottled.throughput > 2 * point.throughput
+
+
+def test_sweeps_tolerate_one_slo_breach_but_not_two() -> None:
+    from hydrodeploy.profile.session import TolerantPlateau
+
+    rule = TolerantPlateau(0.05, 2, slo_p99_ms=100.0)
+    assert rule.update(1000, 50) is None
+    assert rule.update(2000, 150) is None  # a spike: the sweep goes on
+    assert rule.update(3000, 60) is None
+    assert rule.update(3100, 120) is None
+    assert "SLO" in (rule.update(3200, 130) or "")
+    flat = TolerantPlateau(0.05, 2, slo_p99_ms=100.0)
+    assert flat.update(1000, 50) is None
+    assert flat.update(1010, 50) is None
+    assert "plateaued" in (flat.update(900, 150) or "")  # no gain within the SLO either

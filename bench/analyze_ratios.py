@@ -1,0 +1,121 @@
+"""The optimizer's speed-ups, measured: `hydrodeploy analyze` from each base program on the local
+emulated cluster of small machines (clusters/local-small.yaml, 0.05 core per node), within the
+paper's machine budgets (voting 26, 2PC 46, Paxos 29 machines).
+
+    python -m bench.analyze_ratios [--protocols voting two_pc paxos] [--plan] [--reports DIR]
+
+For each protocol it runs ``hydrodeploy analyze bench/workloads/<protocol>.yaml`` and prints, from
+the run directory: the base program's maximum throughput and the final configuration's, both
+measured in that same run, their ratio, the machines, how busy this machine's CPUs were at the
+final configuration's best point (above 90%: the host, not the configuration, capped it), and for
+every kept iteration the prediction made before deploying it against what was measured.
+
+With ``--plan`` (2PC only): ``hydrodeploy plan`` on the finished run for 60% of its final
+throughput, then ``hydrodeploy run`` of the planned configuration, and the plan's predicted
+maximum against the measured one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED = {"voting": 2.3, "two_pc": 5.0, "paxos": 2.8}
+
+
+def _latest(reports: Path) -> Path:
+    return (reports / "latest").resolve()
+
+
+def analyze(protocol: str, reports: Path) -> tuple[Path, float]:
+    started = time.monotonic()
+    command = [sys.executable, "-m", "hydrodeploy.cli.main", "analyze", str(ROOT / "bench" / "workloads" / f"{protocol}.yaml"), "--reports", str(reports)]
+    print("$", " ".join(["hydrodeploy", *command[3:]]), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return _latest(reports), time.monotonic() - started
+
+
+def describe(run: Path, protocol: str, seconds: float) -> dict[str, Any]:
+    summary = json.loads((run / "summary.json").read_text())
+    its = {e["index"]: e for e in summary["iterations"]}
+    final = its[summary["final"]]
+    base = its[0]
+    record = json.loads((run / "iterations" / f"{final['index']:02d}" / "iteration.json").read_text())
+    ratio = final["max_throughput"] / base["max_throughput"]
+    errors = [
+        (e["index"], e["predicted_throughput"], e["max_throughput"])
+        for e in summary["iterations"]
+        if e["kept"] and e["predicted_throughput"] and e["max_throughput"]
+    ]
+    return {
+        "protocol": protocol,
+        "run": str(run),
+        "base": base["max_throughput"],
+        "final": final["max_throughput"],
+        "ratio": ratio,
+        "required": REQUIRED[protocol],
+        "machines": final["machines"],
+        "iterations": len(summary["iterations"]),
+        "host_cpu": record["measured"].get("host_cpu"),
+        "predictions": errors,
+        "minutes": seconds / 60,
+        "stopped": summary.get("stopped"),
+        "chain": final["configuration"],
+    }
+
+
+def plan_and_run(run: Path, reports: Path) -> dict[str, Any]:
+    summary = json.loads((run / "summary.json").read_text())
+    final = next(e for e in summary["iterations"] if e["index"] == summary["final"])
+    target = round(0.6 * final["max_throughput"])
+    out = run / "plans" / f"bench-{target}"
+    command = [sys.executable, "-m", "hydrodeploy.cli.main", "plan", str(run), "--throughput", str(target), "-o", str(out)]
+    print("$", " ".join(["hydrodeploy", *command[3:]]), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
+    plan = json.loads((out / "plan.json").read_text())
+    command = [sys.executable, "-m", "hydrodeploy.cli.main", "run", str(out / "workload.yaml"), "--reports", str(reports)]
+    print("$", " ".join(["hydrodeploy", *command[3:]]), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    measured = json.loads((_latest(reports) / "summary.json").read_text())["iterations"][0]["max_throughput"]
+    return {"target": target, "machines": plan["machines"], "predicted": plan["predicted_throughput"], "measured": measured}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocols", nargs="+", default=["voting", "two_pc", "paxos"], choices=sorted(REQUIRED))
+    parser.add_argument("--plan", action="store_true", help="also plan and run a configuration from the 2PC run")
+    parser.add_argument("--reports", default=str(ROOT / "reports" / "bench"), help="where run directories go")
+    args = parser.parse_args()
+    reports = Path(args.reports)
+    rows = []
+    for protocol in args.protocols:
+        run, seconds = analyze(protocol, reports)
+        row = describe(run, protocol, seconds)
+        rows.append(row)
+        print(
+            f"{protocol}: base {row['base']:,.0f} -> {row['final']:,.0f} requests/s = {row['ratio']:.2f}x "
+            f"(needed {row['required']}x) on {row['machines']} machines, host CPU {row['host_cpu']:.0%} at the final best "
+            f"point, {row['iterations']} iterations in {row['minutes']:.1f} min; {row['run']}",
+            flush=True,
+        )
+        for index, predicted, measured in row["predictions"]:
+            print(f"    iteration {index}: predicted {predicted:,.0f}, measured {measured:,.0f} ({predicted / measured - 1:+.0%})")
+        print(f"    configuration: {row['chain']}")
+        print(f"    stopped: {row['stopped']}", flush=True)
+        if args.plan and protocol == "two_pc":
+            result = plan_and_run(run, reports)
+            print(
+                f"    plan for {result['target']:,} requests/s: {result['machines']} machines, predicted "
+                f"{result['predicted']:,.0f}, measured {result['measured']:,.0f} ({result['predicted'] / result['measured'] - 1:+.0%})",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
