@@ -26,6 +26,7 @@
       min_gain: 0.05
       verify_seeds: 10
       calibrate: true
+      time_budget_s: null             # seconds; no iteration starts that would end after it
     quick:                            # `--quick`: these windows and client counts instead
       windows: {warmup_s: 1, measure_s: 2, cooldown_s: 0.2, bin_s: 0.25}
       clients: [1, 4, 16]
@@ -124,6 +125,7 @@ class AnalyzeSpec(_Strict):
     min_gain: float = Field(default=0.05, ge=0)  # a rewrite is kept when throughput rises this much
     verify_seeds: int = Field(default=10, ge=0, le=1000)  # simulation seeds checking each rewrite
     calibrate: bool = True  # measure the runtime's own costs with a calibration program first
+    time_budget_s: float | None = Field(default=None, gt=0)  # no iteration starts that would end after this
 
 
 class QuickSpec(_Strict):

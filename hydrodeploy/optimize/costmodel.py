@@ -46,7 +46,7 @@ from hydrodeploy.runtime.topology import Topology
 
 HOST_USABLE = 0.95  # share of this machine's cores a deployment can use before saturating it
 SIM_SEEDS = 3
-SIM_LOADS = (0.5, 1.0, 2.0, 4.0)  # simulated loads, relative to the measured best point's clients
+SIM_LOADS = (0.25, 0.5, 1.0, 2.0)  # simulated loads, relative to the measured best point's clients
 PEAK_SHARE = 0.7  # points within this share of the best one measure rules near the peak
 SIM_WARMUP_S = 0.3
 SIM_MEASURE_S = 0.6

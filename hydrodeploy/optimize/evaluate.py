@@ -1,8 +1,9 @@
 """What a structure (a set of decouplings) costs, per component, for placement.
 
-The structure runs in the performance simulation twice under the same load: unpartitioned, and
-with every partitionable component split in two. Each component's CPU per request on its busiest
-node, in both runs, gives the :class:`~.choose.ComponentTerm` the MILP places partitions with.
+The structure runs unpartitioned in the performance simulation; each component's CPU per request
+on its busiest node, split into the work on requests (which partitions share) and the per-tick
+work (which each partition repeats), gives the :class:`~.choose.ComponentTerm` the MILP places
+partitions with.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from hydrodeploy.optimize.candidates import PartitionOption, Rejection, partitio
 from hydrodeploy.optimize.choose import ComponentTerm
 from hydrodeploy.optimize.config import Configuration, Partitioning, derive
 from hydrodeploy.optimize.costmodel import Calibration, load_point
-from hydrodeploy.optimize.perfsim import SimPoint
 from hydrodeploy.runtime.topology import Topology
 
-SCREEN_LOADS = (1.0, 4.0)  # simulated loads, relative to the measured best point's clients
+SCREEN_LOADS = (0.5, 1.0)  # simulated loads, relative to the measured best point's clients
 
 
 class EvaluationError(HydrodeployError):
@@ -68,35 +68,36 @@ def structure_costs(
     clients: int,
     timeout_ms: float | None = None,
 ) -> StructureCosts:
-    """Per-component costs of ``structure`` with every node limited to ``quota`` cores."""
+    """Per-component costs of ``structure`` with every node limited to ``quota`` cores: its CPU
+    per request unpartitioned, in the performance simulation, and how that divides among ``k``
+    partitions - the work on requests divides by ``k`` (co-hashing sends each partition its share
+    of them), the per-tick work does not (each partition still ticks as often)."""
     try:
         options = partitionable(base, structure)
         parts = {c: o for c, o in options.items() if isinstance(o, PartitionOption)}
-        prog1, topo1 = derive(base, structure)
-        split = structure.with_partitions(Partitioning(c, o.key, 2, o.rewrite) for c, o in parts.items())
-        try:
-            prog2, topo2 = derive(base, split)
-        except RewriteError:
-            parts, prog2, topo2 = {}, prog1, topo1
+        program, topology = derive(base, structure)
     except RewriteError as exc:
         raise EvaluationError(str(exc)) from None
-
-    def run(program: ir.Program, topology: Topology) -> SimPoint:
-        quotas = {a: quota for _, a, _ in topology.addresses()}
-        return load_point(calibration, program, topology, quotas, clients, timeout_ms, seeds=1, loads=SCREEN_LOADS)
-
-    p1, p2 = run(prog1, topo1), run(prog2, topo2)
-    if p1.throughput <= 0 or p2.throughput <= 0:
+    quotas = {a: quota for _, a, _ in topology.addresses()}
+    point = load_point(calibration, program, topology, quotas, clients, timeout_ms, seeds=1, loads=SCREEN_LOADS)
+    if point.throughput <= 0:
         raise EvaluationError("no request completed in the performance simulation")
-    instances = {c.name: c.instances for c in prog1.components}
+    costs = calibration.costs
+    per_tick = costs.tick + costs.bookkeeping_tick
+    instances = {c.name: c.instances for c in program.components}
     capacity = (quota or 1.0) - calibration.runtime.node
-    cost1 = component_costs(p1.busy, p1.throughput, topo1)
-    cost2 = component_costs(p2.busy, p2.throughput, topo2)
-    terms = [
-        ComponentTerm(c, instances[c], capacity, cost1.get(c, 0.0), cost2.get(c) if c in parts else None) for c in instances
-    ]
-    host_cost = sum(p1.busy.values()) / p1.throughput
+    busiest: dict[str, str] = {}
+    for component, address, _ in topology.addresses():
+        if point.busy.get(address, 0.0) >= point.busy.get(busiest.get(component, ""), -1.0):
+            busiest[component] = address
+    terms = []
+    for c, address in busiest.items():
+        cost = point.busy.get(address, 0.0) / point.throughput
+        fixed = min(cost, point.ticks.get(address, 0.0) * per_tick / point.throughput)
+        split = (cost - fixed) / 2 + fixed if c in parts else None
+        terms.append(ComponentTerm(c, instances[c], capacity, cost, split))
+    host_cost = sum(point.busy.values()) / point.throughput
     if not math.isnan(calibration.client_cost):
         host_cost += calibration.client_cost
-    simulated = {"clients": [p1.clients, p2.clients], "unpartitioned": p1.throughput, "split": p2.throughput}
+    simulated = {"clients": point.clients, "throughput": point.throughput}
     return StructureCosts(structure, options, terms, host_cost, simulated)

@@ -44,7 +44,7 @@ from hydrodeploy.optimize.candidates import (
     structures,
 )
 from hydrodeploy.optimize.choose import Placement, place
-from hydrodeploy.optimize.config import Configuration, derive
+from hydrodeploy.optimize.config import Configuration, derive, rule_identity
 from hydrodeploy.optimize.costmodel import (
     Calibration,
     Prediction,
@@ -67,7 +67,7 @@ CALIBRATION_COUNTS = (4, 32, 256)
 DEFAULT_BUDGET = 64  # machines, when the workload names no budget
 TOP_PREDICTED = 3  # placements predicted with the full performance simulation
 MAX_FAILURES = 2  # rolled-back attempts from one configuration before the loop stops
-MIN_SHARE = 0.05  # decouplings whose rules take less of the bottleneck's rule CPU are not tried
+MIN_SHARE = 0.05  # decouplings of rules that send nothing and take less of the bottleneck's rule CPU are not tried
 
 
 class AnalyzeError(HydrodeployError):
@@ -179,6 +179,8 @@ class Analysis:
         self.local = isinstance(cluster, ClusterSpec)
         self.quota: float | None = cluster.machine.cpus if isinstance(cluster, ClusterSpec) else None
         self.period_s = cluster.machine.cfs_period_us / 1e6 if isinstance(cluster, ClusterSpec) else 0.01
+        self.started = time.monotonic()
+        self.started_wall = time.time()
         self.mode: Mode = "log" if any(o.attrs and "slot" in o.attrs for o in self.base.outputs) else "per-request"
         self._load()
 
@@ -222,6 +224,7 @@ class Analysis:
         """Run (or continue) the loop; why it stopped."""
         if self.stopped:
             return self.stopped
+        self.started = time.monotonic()
         if self.workload.analyze.calibrate and not (self.run_dir.path / "calibration" / "profiles").is_dir():
             await self._calibration_run()
         if not self.iterations:
@@ -239,6 +242,10 @@ class Analysis:
             if current is None:
                 self.stopped = "the base program could not be measured"
                 break
+            late = self._out_of_time()
+            if late is not None:
+                self.stopped = late
+                break
             if self.failures.get(current.index, 0) >= MAX_FAILURES:
                 self.stopped = f"{MAX_FAILURES} rewrites of iteration {current.index} did not help: nothing left to try"
                 break
@@ -247,6 +254,20 @@ class Analysis:
                 break
         self._save()
         return self.stopped or ""
+
+    def _out_of_time(self) -> str | None:
+        """Why no further iteration may start under the workload's time budget (None: it may):
+        the time spent so far (this run, and the iterations of a resumed one) plus an iteration
+        as long as the longest so far, with its decision, would exceed it."""
+        budget = self.workload.analyze.time_budget_s
+        if budget is None:
+            return None
+        earlier = sum(it.seconds for it in self.iterations if it.started < self.started_wall)
+        spent = earlier + (time.monotonic() - self.started)
+        longest = max((it.seconds for it in self.iterations), default=0.0)
+        if spent + 1.5 * longest > budget:
+            return f"the time budget of {budget:g} s would run out before another iteration ends ({spent:.0f} s spent)"
+        return None
 
     # ---- measuring ------------------------------------------------------------------------------
 
@@ -452,17 +473,23 @@ class Analysis:
         shares = _rule_shares(best, neck.address, identities(program, self.base_path).get(neck.component, []))
         kept: list[tuple[DecouplingOption, float]] = []
         pruned: list[tuple[DecouplingOption, float]] = []
+        block = program.block(neck.component)
+        sending = {
+            rule_identity(neck.component, r, self.base_path) for r in (block.rules if block else ()) if r.kind is ir.RuleKind.ASYNC
+        }
         for option in candidates.decouplings:
             share = sum(shares.get(i, 0.0) for i in option.identities)
-            (kept if share >= MIN_SHARE else pruned).append((option, share))
+            # rules that send cost the node more than their rule CPU (encoding, frames): never left out
+            sends = bool(option.identities & sending)
+            (kept if share >= MIN_SHARE or sends else pruned).append((option, share))
         candidates = replace(candidates, decouplings=[o for o, _ in kept])
         evaluated = self._evaluate_structures(current, candidates, calibration)
         tried = self.tried()
         ranked = sorted(
             (e for e in evaluated if e["placement"].status == "optimal" and e["config"].steps_text() not in tried),
-            key=lambda e: -e["placement"].throughput,
+            key=lambda e: (-_bucket(e["placement"].throughput), -e["ceiling"]),
         )
-        predicted: list[tuple[Configuration, Prediction]] = []
+        predicted: list[tuple[Configuration, Prediction, float]] = []
         for entry in ranked[:TOP_PREDICTED]:
             config: Configuration = entry["config"]
             prog, topo = derive(self.base, config)
@@ -470,9 +497,14 @@ class Analysis:
                 calibration, prog, topo, self.quotas(topo), around=max(calibration.clients, 8), timeout_ms=timeout
             )
             entry["prediction"] = prediction
-            predicted.append((config, prediction))
+            predicted.append((config, prediction, entry["ceiling"]))
         need = current.max_throughput * (1 + self.workload.analyze.min_gain)
-        choice = max(predicted, key=lambda cp: cp[1].throughput, default=None)
+        # the highest prediction; among predictions within a bucket of it, the structure that can
+        # go furthest later (its throughput with the whole budget and no host limit)
+        top = max((p.throughput for _, p, _ in predicted), default=0.0)
+        near = [c for c in predicted if _bucket(c[1].throughput) >= _bucket(top) - 1]
+        best_choice = max(near, key=lambda c: (c[2], c[1].throughput), default=None)
+        choice = None if best_choice is None else (best_choice[0], best_choice[1])
         decision = {
             "from_iteration": current.index,
             "bottleneck": neck.to_json(),
@@ -523,7 +555,7 @@ class Analysis:
         around = max(8, calibration.clients)
         timeout = self.workload.clients.timeout_ms
         for combo, structure in structures(self.base, current.config, candidates):
-            entry: dict[str, Any] = {"combo": combo, "structure": structure, "config": structure}
+            entry: dict[str, Any] = {"combo": combo, "structure": structure, "config": structure, "ceiling": 0.0}
             try:
                 costs = structure_costs(self.base, structure, calibration, self.quota, around, timeout)
             except EvaluationError as exc:
@@ -532,10 +564,12 @@ class Analysis:
                 out.append(entry)
                 continue
             placement = place(costs.terms, self.budget, calibration.host_cores, costs.host_cost, calibration.runtime.node)
+            ceiling = place(costs.terms, self.budget).throughput  # with no host limit: how far it can go
             config = self._within_budget(costs.configuration(placement.counts))
             entry.update(
                 {
                     "placement": placement,
+                    "ceiling": ceiling,
                     "config": config,
                     "partitionable": {c: (o.key if isinstance(o, PartitionOption) else str(o)) for c, o in costs.options.items()},
                     "simulated": costs.simulated,
@@ -543,6 +577,11 @@ class Analysis:
             )
             out.append(entry)
         return out
+
+
+def _bucket(throughput: float) -> int:
+    """Throughputs within ~5% of each other fall in one bucket (the model cannot tell them apart)."""
+    return int(math.log(throughput) / math.log(1.05)) if throughput > 0 else -1
 
 
 def _largest_partition(config: Configuration) -> Configuration | None:
@@ -570,7 +609,7 @@ def _rule_shares(profile: WindowProfile, address: str, names: Sequence[str]) -> 
 
 
 def _pruned_json(option: DecouplingOption, share: float, node: str) -> dict[str, Any]:
-    reason = f"its rules took {share:.0%} of {node}'s rule CPU (under {MIN_SHARE:.0%})"
+    reason = f"its rules send nothing and took {share:.0%} of {node}'s rule CPU (under {MIN_SHARE:.0%})"
     return {"description": option.decoupling.describe(), "share": share, "reason": reason}
 
 
@@ -597,6 +636,7 @@ def _structure_json(e: Mapping[str, Any]) -> dict[str, Any]:
         "description": config.describe(),
         "steps": [str(s) for s in config.steps()],
         "placement": placement.to_json(),
+        "ceiling": e.get("ceiling"),
         "partitionable": e.get("partitionable", {}),
         "simulated": e.get("simulated"),
         "predicted_throughput": None if prediction is None else prediction.throughput,
