@@ -10,6 +10,7 @@ import pytest
 from hydrodeploy.bench.workload import WorkloadSpec, load_workload
 from hydrodeploy.cli.main import main
 from hydrodeploy.deploy.cluster import LOCAL_DEFAULT, load_cluster
+from hydrodeploy.report.plan import machine_for
 from hydrodeploy.specfile import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +26,19 @@ def test_shipped_workloads_validate(name: str) -> None:
     assert counts == sorted(counts) and repeats == 1
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "clusters").glob("*.yaml")), ids=lambda p: p.name)
+MACHINE_PROFILES = ROOT / "clusters" / "machines.yaml"  # the plan's catalog, not a cluster
+
+
+@pytest.mark.parametrize(
+    "path", sorted(set((ROOT / "clusters").glob("*.yaml")) - {MACHINE_PROFILES}), ids=lambda p: p.name
+)
 def test_shipped_clusters_validate(path: Path) -> None:
     assert load_cluster(path).name
+
+
+def test_shipped_machine_profiles_validate() -> None:
+    machine = machine_for({}, "n2-standard-4", MACHINE_PROFILES)
+    assert machine.price_per_hour is not None and machine.price_per_hour > 0
 
 
 def test_the_default_cluster_is_clusters_local_yaml() -> None:
