@@ -262,7 +262,7 @@ class Deployment:
         try:
             results = await self.guard(asyncio.wait_for(asyncio.gather(*futs), timeout))
         except TimeoutError:
-            silent = [n for n, f in zip(names, futs, strict=True) if not f.done()]
+            silent = [n for n, f in zip(names, futs, strict=True) if not f.done()] or list(names)
             raise DeployError(
                 f"no '{reply}' from {', '.join(silent)} within {timeout:g} s (the process is running but wedged); "
                 f"its log: {self.log_dir / (_file_name(silent[0]) + '.log')}"

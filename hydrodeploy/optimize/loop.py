@@ -48,6 +48,7 @@ from hydrodeploy.optimize.config import Configuration, derive, rule_identity
 from hydrodeploy.optimize.costmodel import (
     Calibration,
     Prediction,
+    background_cores,
     calibrate,
     host_capacity,
     identities,
@@ -493,9 +494,9 @@ class Analysis:
         for entry in ranked[:TOP_PREDICTED]:
             config: Configuration = entry["config"]
             prog, topo = derive(self.base, config)
-            prediction = predict(
-                calibration, prog, topo, self.quotas(topo), around=max(calibration.clients, 8), timeout_ms=timeout
-            )
+            # a faster configuration peaks at more clients (Little's law, latency alike): load it so
+            around = _scaled_clients(calibration.clients, entry["placement"].throughput / max(current.max_throughput, 1e-9))
+            prediction = predict(calibration, prog, topo, self.quotas(topo), around=around, timeout_ms=timeout)
             entry["prediction"] = prediction
             predicted.append((config, prediction, entry["ceiling"]))
         need = current.max_throughput * (1 + self.workload.analyze.min_gain)
@@ -513,6 +514,7 @@ class Analysis:
             "pruned": [_pruned_json(o, share, neck.address) for o, share in pruned],
             "structures": [_structure_json(e) for e in evaluated],
             "needed_throughput": need,
+            "background_cores": background_cores(best, cores) if self.local else None,
             "seconds": time.time() - started,
         }
         if choice is None or choice[1].throughput < need:
@@ -577,6 +579,14 @@ class Analysis:
             )
             out.append(entry)
         return out
+
+
+MAX_SIM_CLIENTS = 4096
+
+
+def _scaled_clients(clients: int, gain: float) -> int:
+    """The client count to simulate a configuration expected to be ``gain`` times as fast at."""
+    return int(min(MAX_SIM_CLIENTS, max(8, clients * max(1.0, gain))))
 
 
 def _bucket(throughput: float) -> int:

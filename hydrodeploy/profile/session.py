@@ -19,6 +19,7 @@ from pathlib import Path
 from hydrodeploy.bench.experiment import Bench, Observer
 from hydrodeploy.bench.measure import Plateau, Point
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
+from hydrodeploy.deploy import DeployError, ProcessFailure
 from hydrodeploy.profile import perf
 from hydrodeploy.profile.counters import WindowProfile, window_profile
 from hydrodeploy.profile.perf import PerfProfile
@@ -142,7 +143,16 @@ async def profiled_sweep(
             group: list[Point] = []
             for repeat in range(repeats):
                 observer.point_started(index, n, repeat, windows.total_s)
-                point, _ = await bench.point(index, n, windows, settings, repeat)
+                try:
+                    point, _ = await bench.point(index, n, windows, settings, repeat)
+                except ProcessFailure:
+                    raise
+                except DeployError as exc:  # a node stopped answering under this load: the sweep ends here
+                    if not out.points:
+                        raise
+                    out.stopped = f"the measurement at {n} clients failed: {exc}"
+                    observer.warning(out.stopped)
+                    return out
                 window = bench.last_window
                 assert window is not None
                 cores, _ = sampler.result()

@@ -234,7 +234,8 @@ def make_plan(path: Path, throughput: float, p99_ms: float | None = None, machin
             config = costs.configuration(counts)
             program, topology = derive(run.base, config)
             quotas = {a: machine.cores for _, a, _ in topology.addresses()}
-            prediction = predict(calibration, program, topology, quotas, around=calibration.clients, timeout_ms=timeout)
+            around = int(max(8, calibration.clients * min(4.0, max(0.25, throughput / best.throughput))))
+            prediction = predict(calibration, program, topology, quotas, around=around, timeout_ms=timeout)
             component = prediction.bound if prediction.bound != "host CPU" else ""
             bound_component = next((c for c, a, _ in topology.addresses() if a == component), None)
             if prediction.throughput >= throughput or bound_component not in parts:
