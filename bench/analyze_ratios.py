@@ -109,7 +109,11 @@ def main() -> None:
         print(f"    configuration: {row['chain']}")
         print(f"    stopped: {row['stopped']}", flush=True)
         if args.plan and protocol == "two_pc":
-            result = plan_and_run(run, reports)
+            try:
+                result = plan_and_run(run, reports)
+            except subprocess.CalledProcessError as exc:
+                print(f"    plan failed: {exc}", flush=True)
+                continue
             print(
                 f"    plan for {result['target']:,} requests/s: {result['machines']} machines, predicted "
                 f"{result['predicted']:,.0f}, measured {result['measured']:,.0f} ({result['predicted'] / result['measured'] - 1:+.0%})",

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from hydrodeploy.errors import RewriteError
+from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.language import ir
 from hydrodeploy.optimize.config import (
     Configuration,
@@ -164,7 +164,7 @@ def combine(base: ir.Program, config: Configuration, options: Iterable[Decouplin
         d = option.decoupling
         try:
             program, _ = derive(base, current)
-        except RewriteError:
+        except HydrodeployError:  # the rewrites do not apply, or gave a program that does not check
             return None
         positions = positions_of(program, d.component, option.identities, base.path)
         if len(positions) != len(option.identities):
@@ -176,7 +176,7 @@ def combine(base: ir.Program, config: Configuration, options: Iterable[Decouplin
         current = current.with_decoupling(Decoupling(d.component, selectors(program, d.component, positions), name, d.rewrite, d.heads))
     try:
         derive(base, current)
-    except RewriteError:
+    except HydrodeployError:
         return None
     return current
 

@@ -46,7 +46,8 @@ from hydrodeploy.runtime.topology import Topology
 
 HOST_USABLE = 0.95  # share of this machine's cores a deployment can use before saturating it
 SIM_SEEDS = 3
-SIM_LOADS = (0.25, 0.5, 1.0, 2.0)  # simulated loads, relative to the measured best point's clients
+SIM_LOADS = (0.25, 0.5, 1.0, 2.0)
+MAX_SIM_CLIENTS = 2048  # beyond this many clients the simulated closed loop moves in convoys  # simulated loads, relative to the measured best point's clients
 PEAK_SHARE = 0.7  # points within this share of the best one measure rules near the peak
 SIM_WARMUP_S = 0.3
 SIM_MEASURE_S = 0.6
@@ -361,8 +362,12 @@ def load_point(
     throughput (beyond it, requests only queue, or move in convoys)."""
     eff = effective_quotas(quotas, calibration.runtime)
     best: SimPoint | None = None
+    tried: set[int] = set()
     for factor in loads:
-        n = max(4, round(clients * factor))
+        n = min(MAX_SIM_CLIENTS, max(4, round(clients * factor)))
+        if n in tried:
+            continue
+        tried.add(n)
         points = []
         for seed in range(seeds):
             run = perfsim.simulate_point(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydrodeploy.errors import HydrodeployError, RewriteError
+from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.language import ir
 from hydrodeploy.optimize.candidates import PartitionOption, Rejection, partitionable
 from hydrodeploy.optimize.choose import ComponentTerm
@@ -21,7 +21,7 @@ from hydrodeploy.optimize.config import Configuration, Partitioning, derive
 from hydrodeploy.optimize.costmodel import Calibration, load_point
 from hydrodeploy.runtime.topology import Topology
 
-SCREEN_LOADS = (0.5, 1.0)  # simulated loads, relative to the measured best point's clients
+SCREEN_LOADS = (0.25, 1.0)  # simulated loads, relative to the measured best point's clients
 
 
 class EvaluationError(HydrodeployError):
@@ -76,7 +76,7 @@ def structure_costs(
         options = partitionable(base, structure)
         parts = {c: o for c, o in options.items() if isinstance(o, PartitionOption)}
         program, topology = derive(base, structure)
-    except RewriteError as exc:
+    except HydrodeployError as exc:  # a rewrite that does not apply, or a program that does not check
         raise EvaluationError(str(exc)) from None
     quotas = {a: quota for _, a, _ in topology.addresses()}
     point = load_point(calibration, program, topology, quotas, clients, timeout_ms, seeds=1, loads=SCREEN_LOADS)

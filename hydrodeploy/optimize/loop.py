@@ -46,6 +46,7 @@ from hydrodeploy.optimize.candidates import (
 from hydrodeploy.optimize.choose import Placement, place
 from hydrodeploy.optimize.config import Configuration, derive, rule_identity
 from hydrodeploy.optimize.costmodel import (
+    MAX_SIM_CLIENTS,
     Calibration,
     Prediction,
     background_cores,
@@ -567,7 +568,13 @@ class Analysis:
                 continue
             placement = place(costs.terms, self.budget, calibration.host_cores, costs.host_cost, calibration.runtime.node)
             ceiling = place(costs.terms, self.budget).throughput  # with no host limit: how far it can go
-            config = self._within_budget(costs.configuration(placement.counts))
+            try:
+                config = self._within_budget(costs.configuration(placement.counts))
+            except HydrodeployError as exc:  # the partitioned program does not derive
+                entry["error"] = str(exc)
+                entry["placement"] = Placement({}, 0.0, 0, "", "error")
+                out.append(entry)
+                continue
             entry.update(
                 {
                     "placement": placement,
@@ -579,9 +586,6 @@ class Analysis:
             )
             out.append(entry)
         return out
-
-
-MAX_SIM_CLIENTS = 4096
 
 
 def _scaled_clients(clients: int, gain: float) -> int:

@@ -415,6 +415,8 @@ def _chain_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
             blocks.append(f"- candidate: {d['description']} — {d['summary']}{also}")
         if cands.get("partition"):
             blocks.append(f"- candidate: partition {cands['component']} — {cands['partition']['summary']}")
+        for pruned in decision.get("pruned", []):
+            blocks.append(f"- not tried: {pruned['description']} — {pruned['reason']}")
         rejected = cands.get("rejected", [])
         if rejected:
             blocks.append(f"- {len(rejected)} rewrite(s) rejected, e.g. {rejected[0]}")
@@ -435,6 +437,11 @@ def _chain_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
                 f"{_fmt(cal['runtime']['msg_out'] * 1e6, '.2f')} µs, per frame {_fmt(cal['runtime']['frame_out'] * 1e6, '.1f')} µs, "
                 f"per tick {_fmt(cal['runtime']['tick'] * 1e6, '.1f')} µs; rule CPU on the cluster "
                 f"{cal['costs']['evaluate_scale']:.2f}x the same rules in this process."
+                + (
+                    f" Other programs used {decision['background_cores']:.2f} of this machine's cores while it was measured."
+                    if decision.get("background_cores") is not None
+                    else ""
+                )
             )
         verification = it.get("verification") or {}
         outcome = (

@@ -44,7 +44,7 @@ from hydrodeploy.profile.counters import WindowProfile
 from hydrodeploy.specfile import load_model
 
 CATALOG = Path(__file__).resolve().parents[2] / "clusters" / "machines.yaml"
-MAX_BUMPS = 4  # partitions added to a placement the full prediction finds short of the target
+MAX_ROUNDS = 4  # placements tried when the full prediction finds one short of the target
 
 
 class PlanError(HydrodeployError):
@@ -228,19 +228,22 @@ def make_plan(path: Path, throughput: float, p99_ms: float | None = None, machin
                 {"structure": structure.describe(), "error": f"cannot sustain it: {placement.bound} caps at {placement.throughput:,.0f} requests/s"}
             )
             continue
-        counts = dict(placement.counts)
         parts = costs.partitions()
-        for _ in range(MAX_BUMPS + 1):
-            config = costs.configuration(counts)
+        aim = need
+        for _ in range(MAX_ROUNDS):
+            config = costs.configuration(placement.counts)
             program, topology = derive(run.base, config)
             quotas = {a: machine.cores for _, a, _ in topology.addresses()}
             around = int(max(8, calibration.clients * min(4.0, max(0.25, throughput / best.throughput))))
             prediction = predict(calibration, program, topology, quotas, around=around, timeout_ms=timeout)
-            component = prediction.bound if prediction.bound != "host CPU" else ""
-            bound_component = next((c for c, a, _ in topology.addresses() if a == component), None)
-            if prediction.throughput >= throughput or bound_component not in parts:
+            if prediction.throughput >= throughput or not parts:
                 break
-            counts[bound_component] = counts.get(bound_component, 1) + 1
+            # the full prediction falls short of the placement's: place again for proportionally more
+            aim *= throughput / max(prediction.throughput, 1e-9) * 1.02
+            again = cheapest(costs.terms, aim, calibration.host_cores, costs.host_cost, calibration.runtime.node)
+            if again.status != "optimal" or again.counts == placement.counts:
+                break
+            placement = again
         meets = prediction.throughput >= throughput and (p99_ms is None or prediction.p99_ms <= p99_ms)
         rows = []
         for c, n in _per_component(topology).items():
@@ -272,7 +275,7 @@ def make_plan(path: Path, throughput: float, p99_ms: float | None = None, machin
         f"{rt.node:.4f} cores per node at rest",
         f"{len(calibration.costs.rule_fact) + len(calibration.costs.rule_call)} rules' CPU measured per fact on the cluster",
         f"iteration {final['index']} reached {calibration.efficiency:.0%} of its modelled capacity",
-        f"machines: {machine.note}" + ("" if calibration.host_cores is None else f"; this host's cores left over: {calibration.host_cores:.2f}"),
+        f"machines: {machine.note}" + ("" if calibration.host_cores is None else f"; cores of this host the deployment may use: {calibration.host_cores:.2f}"),
     ]
     return plan
 
@@ -306,6 +309,9 @@ def write_plan(plan: Plan, run: Path, out: Path | None = None) -> Path:
     workload["protocol"] = "program.ded"
     workload["cluster"] = "cluster.yaml"
     workload["budget"] = {"machines": plan.machines}
+    if data.workload.analyze.max_clients is not None and data.workload.sweep.clients is None:
+        # measure as far as the analysis did: planned configurations may peak at many clients
+        workload["sweep"] = {**workload["sweep"], "max_clients": max(data.workload.sweep.max_clients, data.workload.analyze.max_clients)}
     (folder / "workload.yaml").write_text(
         "# A capacity plan of `hydrodeploy plan`; run it with: hydrodeploy run " + str(folder / "workload.yaml") + "\n"
         + yaml.safe_dump(workload, sort_keys=False)
