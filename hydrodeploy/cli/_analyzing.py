@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,14 +45,14 @@ class _Progress(LoopObserver):
         self.progress.update(self.task, description=text, total=None, completed=0)
 
     def warning(self, text: str) -> None:
-        self.progress.console.print(f"[yellow]warning:[/] {text}")
+        self.progress.console.print(f"[yellow]warning:[/] {escape(text)}")
 
     def note(self, text: str) -> None:
-        self.progress.console.print(text)
+        self.progress.console.print(text, markup=False)
 
     def iteration_started(self, index: int, description: str, machines: int) -> None:
         self.iteration = index
-        self.progress.console.print(f"[bold]iteration {index}[/]: {description} ({machines} machines)")
+        self.progress.console.print(f"[bold]iteration {index}[/]: {escape(description)} ({machines} machines)")
 
     def point_started(self, index: int, clients: int, repeat: int, seconds: float) -> None:
         self.started, self.seconds = time.monotonic(), seconds
@@ -111,10 +112,10 @@ async def _execute(analysis: Analysis, view: _Progress) -> str:
 
 
 def analyze_workload(args: argparse.Namespace) -> int:
-    out = Console()
+    out = Console(emoji=False)
     if not out.is_terminal:
-        out = Console(width=160)
-    err = Console(stderr=True)
+        out = Console(width=160, emoji=False)
+    err = Console(stderr=True, emoji=False)
     if args.resume:
         path = Path(args.resume)
         if not path.is_dir():
@@ -193,6 +194,6 @@ def _table(path: Path) -> Table:
             "-" if e["p50_ms"] is None else f"{e['p50_ms']:.1f}",
             "-" if e["p99_ms"] is None else f"{e['p99_ms']:.1f}",
             {True: "yes", False: "no", None: "-"}[e["kept"]],
-            e["rewrite"] or "base program",
+            escape(e["rewrite"] or "base program"),
         )
     return table
