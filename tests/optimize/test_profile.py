@@ -108,3 +108,19 @@ def test_node_profile_differences_counters_over_the_window() -> None:
     back = WindowProfile.from_json(profile.to_json())
     assert back == profile
     assert math.isnan(back.client_cpu)
+
+
+def test_missing_perf_is_reported_and_the_counters_carry_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from hydrodeploy.report.analysis import _bottleneck_blocks
+
+    monkeypatch.setattr(perf, "_checked", {})
+    monkeypatch.setattr(perf.shutil, "which", lambda name: None)
+    reason = perf.problem()
+    assert reason is not None and "perf is not installed" in reason
+    iteration = {
+        "index": 0,
+        "bottleneck": {"address": "leader/0", "evidence": ["leader/0 used 0.050 cores"], "rules": [], "parts": {}},
+        "perf": perf.PerfProfile("leader/0", 0, False, reason).to_json(),
+    }
+    blocks = _bottleneck_blocks(tmp_path, [iteration])
+    assert any(isinstance(b, str) and "perf did not run: perf is not installed" in b and "counters" in b for b in blocks)
