@@ -141,16 +141,6 @@ def effective_quotas(quotas: Mapping[str, float | None], runtime: RuntimeFit) ->
     return {a: None if q is None else max(q * 0.05, q - runtime.node) for a, q in quotas.items()}
 
 
-def sweep_counts(around: int, factor: float = 2.0, high: int = 4096) -> list[int]:
-    """Client counts for a simulated sweep: geometric, from a quarter of ``around`` up."""
-    out = []
-    n = max(1, around // 4)
-    while n <= high:
-        out.append(n)
-        n = max(n + 1, round(n * factor))
-    return out
-
-
 def identities(program: ir.Program, base_file: str | None) -> dict[str, list[str]]:
     """The rule identities of every component's block, in order."""
     return {b.component: [rule_identity(b.component, r, base_file) for r in b.rules] for b in program.blocks}

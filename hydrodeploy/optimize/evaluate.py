@@ -19,7 +19,6 @@ from hydrodeploy.optimize.candidates import PartitionOption, Rejection, partitio
 from hydrodeploy.optimize.choose import ComponentTerm
 from hydrodeploy.optimize.config import Configuration, Partitioning, derive
 from hydrodeploy.optimize.costmodel import Calibration, load_point
-from hydrodeploy.runtime.topology import Topology
 
 SCREEN_LOADS = (0.25, 1.0)  # simulated loads, relative to the measured best point's clients
 
@@ -48,16 +47,6 @@ class StructureCosts:
         return self.structure.with_partitions(
             Partitioning(c, parts[c].key, k, parts[c].rewrite) for c, k in counts.items() if c in parts and k > 1
         )
-
-
-def component_costs(busy: Mapping[str, float], throughput: float, topology: Topology) -> dict[str, float]:
-    """CPU seconds per request of each component's busiest node."""
-    out: dict[str, float] = {}
-    if throughput <= 0:
-        return out
-    for component, address, _ in topology.addresses():
-        out[component] = max(out.get(component, 0.0), busy.get(address, 0.0) / throughput)
-    return out
 
 
 def structure_costs(

@@ -3,21 +3,23 @@
 The deterministic simulator (:mod:`hydrodeploy.simulate`) runs the real compiled program; here
 each tick also *takes time*, as it does on the cluster:
 
-- its CPU is what the cluster measured for the same work: every rule's cost per evaluation and
-  per fact derived (its own measured costs when it ran on the cluster, the fitted average
-  otherwise), the evaluator's bookkeeping per tick and per fact received, and the runtime's cost
-  per message received and sent, per frame, per tick and per durable log record
-  (:class:`TickCosts`);
+- its CPU is what the cluster measured for the same work: every rule's CPU per fact it derived
+  (per evaluation for rules that derive nothing) as measured on the cluster, or, for a rule that
+  never ran there (one a rewrite generated), its CPU in this process scaled to the cluster; the
+  evaluator's bookkeeping per tick and per fact received; the runtime's cost per message received
+  and sent, per frame, per tick, per durable log record and per fsync (:class:`TickCosts`); each
+  tick's CPU varies around that (log-normal, as ticks do on a shared machine);
 - that CPU runs under the node's CPU quota as CFS bandwidth control enforces it: at full speed
   while the period's budget lasts, then nothing until the next period;
 - a tick that writes the durable log also waits for the measured fsync;
 - the tick's messages leave when it ends, one frame per destination, and arrive whole after the
-  message delay.
+  message delay (varying from frame to frame).
 
 A node ticks when it is free and something is pending, over everything that arrived meanwhile,
 so batch sizes, ticks per second and queueing come out of the model as they do on the cluster.
 Closed-loop clients number their requests like the benchmark clients do and answer a reply
-after a short turnaround; :func:`sweep` gives throughput and latency per client count.
+after a short turnaround; :func:`simulate_point` gives the throughput, latency and every node's
+CPU and ticks under a number of clients.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -330,35 +332,3 @@ def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float
     return SimPoint(
         clients, len(latencies) / seconds, percentile(latencies, 50), percentile(latencies, 99), busy, ticks, rules, evaluate
     )
-
-
-def sweep(
-    program: ir.Program,
-    topology: Topology,
-    costs: TickCosts,
-    quotas: Mapping[str, float | None],
-    period_s: float,
-    counts: Sequence[int],
-    base_file: str | None,
-    warmup_s: float = 0.3,
-    measure_s: float = 0.6,
-    timeout_ms: float | None = None,
-    slo_p99_ms: float | None = None,
-    plateau_gain: float = 0.05,
-    plateau_steps: int = 2,
-) -> list[SimPoint]:
-    """Closed-loop points over ``counts`` until the throughput plateaus or p99 breaks the SLO,
-    as a measured sweep does."""
-    points: list[SimPoint] = []
-    best = 0.0
-    stalled = 0
-    for n in counts:
-        point = simulate_point(program, topology, costs, quotas, period_s, n, base_file, warmup_s, measure_s, timeout_ms)
-        points.append(point)
-        if slo_p99_ms is not None and point.p99_ms > slo_p99_ms:
-            break
-        stalled = 0 if point.throughput > best * (1 + plateau_gain) else stalled + 1
-        best = max(best, point.throughput)
-        if stalled >= plateau_steps:
-            break
-    return points
