@@ -4,13 +4,14 @@ throughput of any configuration.
 **Calibration** (:func:`calibrate`), all in seconds of CPU on the cluster:
 
 - the runtime's own costs - per message received, per message sent, per frame sent, per tick,
-  per durable log record, per fsync, and a constant per node - fitted by non-negative least squares on every
-  node of every point measured so far (:func:`fit_runtime`): each node's CPU minus what its
-  evaluator spent, against what the node received, sent and ticked;
-- the cost of evaluating the program's rules: the rules' CPU measured on the cluster against the
-  CPU the same rules take in this process per fact derived (the performance simulation of the
-  measured configuration at its best client count), with the evaluator's bookkeeping - one
-  scale factor (:func:`evaluate_scale`);
+  per durable log record, per fsync, and a constant per node - fitted by non-negative least
+  squares on every node of every point measured so far, busy nodes weighted most
+  (:func:`fit_runtime`): each node's CPU minus what its evaluator spent, against what the node
+  received, sent, logged and ticked;
+- every rule's CPU per fact derived, measured on the cluster near the current configuration's
+  peak (:func:`rule_costs`), and the evaluator's bookkeeping per tick and per fact received
+  (:func:`fit_bookkeeping`); for rules that never ran on the cluster (a rewrite generated them),
+  the ratio of cluster CPU to in-process CPU of the measured rules (:func:`evaluate_scale`);
 - the fsync time of a durable log write;
 - the *efficiency* of the measured configuration: its measured maximum throughput against its
   capacity in the model. It is reported, not applied: measured against the model, configurations
@@ -18,12 +19,13 @@ throughput of any configuration.
   light nodes above it, so one configuration's efficiency does not carry over to another.
 
 **Prediction** (:func:`predict`): the configuration runs in the performance simulation
-(:mod:`.perfsim`) under a saturating load; each node's CPU per request there (with the ticks and
-frames the simulation batches requests into) gives its capacity, its quota less its fixed cost
-over its CPU per request; the smallest capacity, and on a local cluster the host's cores left
-over by other programs divided by the CPU every node and client process spends per request,
-bound the throughput: that is the prediction. Each node's predicted load is
-its CPU per request at the predicted throughput.
+(:mod:`.perfsim`) at a few loads around the expected peak (averaged over seeds); at the load
+where its busiest node is most efficient, each node's CPU per request (with the ticks and frames
+the simulation batches requests into) gives its capacity: its quota less its fixed cost, over its
+CPU per request. The smallest capacity, and on a local cluster this machine's usable cores over
+the CPU every node and client process spends per request (:func:`host_capacity`), bound the
+throughput: that is the prediction. Each node's predicted load is its CPU per request at the
+predicted throughput.
 """
 
 from __future__ import annotations
