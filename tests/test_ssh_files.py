@@ -151,7 +151,7 @@ def test_the_bundle_is_content_addressed_and_holds_the_package_and_its_dependenc
     assert {"BUNDLE.json", "hydrodeploy/runtime/node.py", "hydrodeploy/language/ded.lark", "hydrodeploy/deploy/hostagent.py"} <= names
     assert {"lark/__init__.py", "msgpack/__init__.py", "msgpack/fallback.py", "hdrh/histogram.py"} <= names
     assert not any("__pycache__" in n or ".dist-info" in n for n in names)
-    assert set(BUNDLED_DISTRIBUTIONS) == {"lark", "msgpack", "hdrhistogram"}
+    assert set(BUNDLED_DISTRIBUTIONS) == {"lark", "msgpack", "hdrhistogram", "uvloop"}
 
 
 def test_node_and_client_modules_import_from_the_bundle_alone(tmp_path: Path) -> None:
@@ -165,8 +165,9 @@ def test_node_and_client_modules_import_from_the_bundle_alone(tmp_path: Path) ->
     if probe.stdout.strip() != build_bundle().ext_suffix:
         python = sys.executable
     code = (
-        "import sys, hydrodeploy.runtime.node, hydrodeploy.bench.client, msgpack, hdrh.histogram; "
-        "assert all(m.__file__.startswith(sys.argv[1]) for m in (hydrodeploy.runtime.node, msgpack)); "
+        "import sys, hydrodeploy.runtime.node, hydrodeploy.bench.client, msgpack, hdrh.histogram, uvloop; "
+        "from hydrodeploy.runtime.eventloop import loop_factory; assert loop_factory()[0] == 'uvloop'; "
+        "assert all(m.__file__.startswith(sys.argv[1]) for m in (hydrodeploy.runtime.node, msgpack, uvloop)); "
         "assert 'pydantic' not in sys.modules and 'yaml' not in sys.modules"
     )
     subprocess.run([python, "-S", "-c", code, str(tmp_path)], check=True, env={"PYTHONPATH": str(tmp_path)}, cwd=tmp_path)

@@ -34,6 +34,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from hydrodeploy.language import load_program
+from hydrodeploy.runtime import eventloop
 from hydrodeploy.runtime.codec import Fact
 from hydrodeploy.runtime.topology import client_address
 from hydrodeploy.runtime.transport import ControlChannel, Directory, Groups, Message, Transport
@@ -312,7 +313,7 @@ def _report(control: ControlChannel, task: asyncio.Task[dict[str, Any]]) -> None
 
 def main() -> int:
     spec = ClientSpec.from_json(sys.stdin.buffer.read())
-    return asyncio.run(ClientProcess(spec).run())
+    return eventloop.run(ClientProcess(spec).run())
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ distributions its node and client processes import (:data:`BUNDLED_DISTRIBUTIONS
 SHA-256 of its uncompressed tar. A host unpacks it once into ``<workdir>/bundles/<sha256>/`` and
 every later run with the same code reuses it.
 
-Native extension modules travel too. ``msgpack``'s is optional (it falls back to pure Python when
-the extension does not load), but ``hdrhistogram``'s ``pyhdrh`` has no fallback, so the host's
+Native extension modules travel too. ``msgpack``'s and ``uvloop``'s are optional (msgpack falls
+back to pure Python, the processes to asyncio's event loop, when they do not load), but ``hdrhistogram``'s ``pyhdrh`` has no fallback, so the host's
 Python must have the same extension ABI as this one (``EXT_SUFFIX``, e.g.
 ``.cpython-311-x86_64-linux-gnu.so``: CPython 3.11 on x86-64 Linux); the host probe checks it
 before anything is started and names the host when it does not match.
@@ -35,9 +35,10 @@ from pathlib import Path
 import hydrodeploy
 from hydrodeploy.deploy.host import DeployError
 
-BUNDLED_DISTRIBUTIONS = ("lark", "msgpack", "hdrhistogram")
+BUNDLED_DISTRIBUTIONS = ("lark", "msgpack", "hdrhistogram", "uvloop")
 """What node and client processes import besides the standard library and hydrodeploy: the
-grammar's parser (lark), the wire format (msgpack) and latency histograms (hdrhistogram)."""
+grammar's parser (lark), the wire format (msgpack), latency histograms (hdrhistogram) and the
+event loop (uvloop; :mod:`hydrodeploy.runtime.eventloop` falls back to asyncio's without it)."""
 
 PACKAGE_SUFFIXES = (".py", ".lark", ".typed")
 MANIFEST = "BUNDLE.json"

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from hydrodeploy.language import ir, load_program
+from hydrodeploy.runtime import eventloop
 from hydrodeploy.runtime.codec import Fact
 from hydrodeploy.runtime.evaluator import NodeEvaluator
 from hydrodeploy.runtime.plan import compile_component
@@ -348,7 +349,8 @@ class Node:
         control = await ControlChannel.connect(self.spec.control[0], self.spec.control[1], self.secret)
         self.control = control
         control.send({"t": "hello", "address": self.spec.address, "endpoint": list(endpoint), "pid": os.getpid()})
-        print(f"{self.spec.address}: pid {os.getpid()} listening on {endpoint[0]}:{endpoint[1]}", flush=True)
+        loop_name = type(loop).__module__.split(".")[0]
+        print(f"{self.spec.address}: pid {os.getpid()} listening on {endpoint[0]}:{endpoint[1]} ({loop_name} event loop)", flush=True)
         control_task = loop.create_task(self._control_loop(control))
         started = loop.create_task(self._started.wait())
         stop = loop.create_task(self._stop.wait())
@@ -392,7 +394,7 @@ def main() -> int:
     spec = NodeSpec.from_json(sys.stdin.buffer.read())
     program = load_program(spec.program)
     engine = load_engine(spec, program)
-    return asyncio.run(Node(spec, engine).run())
+    return eventloop.run(Node(spec, engine).run())
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hydrodeploy.runtime import codec
 from hydrodeploy.runtime.codec import DecodeStats, Fact, FrameDecoder
@@ -91,8 +91,7 @@ class _Incoming(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self.owner._incoming.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -126,11 +125,10 @@ class _Outgoing(asyncio.Protocol):
             self.queued.append(frame)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=HIGH_WATER)
+        stream = self.transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass asyncio's
+        stream.set_write_buffer_limits(high=HIGH_WATER)
         if self.queued:
-            transport.write(b"".join(self.queued))
+            stream.write(b"".join(self.queued))
             self.queued = []
 
     def data_received(self, data: bytes) -> None:  # peers never answer on this direction
