@@ -232,3 +232,52 @@ def test_a_failing_operation_names_the_rule() -> None:
     )
     with pytest.raises(RuntimeFault, match=r"rule 0 for 'q' \(test.ded:4:11\) failed: ZeroDivisionError"):
         run_ticks(ev, [[("n", (1,)), ("d", (0,))]])
+
+
+def test_rules_that_cannot_match_are_skipped_and_counters_count_what_ran() -> None:
+    source = """
+        .component a
+        a {
+          r(x) :- in(x).
+          s(x) :- r(x), !blocked(x).
+          path(x, y) :- edge(x, y).
+          path(x, z) :- path(x, y), edge(y, z).
+          top(max(x)) :- in(x).
+          seen(x) :+ s(x).
+          echo@me(x) :~ s(x), self(me).
+        }
+        """
+    ev = evaluator(source)
+    ev.profile = True
+    quiet, busy, edges = run_ticks(ev, [[], [("in", (1,)), ("in", (2,)), ("blocked", (2,))], [("edge", (1, 2))]])
+    # every derived relation is in the tick's database, empty when no rule derived anything
+    assert all(quiet.db[rel] == set() for rel in ("r", "s", "path", "top"))
+    assert busy.db["r"] == {(1,), (2,)} and busy.db["s"] == {(1,)} and busy.db["top"] == {(2,)}
+    assert busy.outbox == [("a/0", "echo", (1,))] and busy.state.carried == {"seen": {(1,)}}
+    assert edges.db["path"] == {(1, 2)} and edges.state.carried == {}
+    counters = {n: (c.calls, c.facts) for n, c in ev.counters.items()}
+    # r, s, top, seen and echo ran in the busy tick only, the recursive stratum (path: its rules
+    # count calls, not facts) only with edges
+    assert counters == {0: (1, 2), 1: (1, 1), 2: (1, 0), 3: (1, 0), 4: (1, 1), 5: (1, 1), 6: (1, 1)}
+
+
+def test_a_tick_leaves_its_input_state_and_static_relations_as_they_were() -> None:
+    ev = evaluator(
+        """
+        .component a
+        .persist kept
+        a {
+          base(1).
+          base(x) :- add(x).
+          kept(x) :+ add(x).
+          live(x) :+ add(x).
+          live(x) :+ live(x), !del(x).
+        }
+        """
+    )
+    first = ev.tick(ev.initial_state(), [("add", (2,))])
+    live = first.state.carried["live"]
+    second = ev.tick(first.state, [("add", (3,)), ("del", (2,))])
+    assert live == {(2,)}  # a carried (not persisted) set is never mutated: change detection compares it
+    assert second.db["base"] == {(1,), (3,)} and ev.static["base"] == frozenset({(1,)})
+    assert second.state.carried == {"kept": {(2,), (3,)}, "live": {(3,)}} and second.changed

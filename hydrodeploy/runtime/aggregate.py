@@ -9,10 +9,11 @@ keeps only the groups. Here each group becomes a head tuple.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hydrodeploy.language import ir
-from hydrodeploy.runtime.values import order_key, tuple_order_key
+from hydrodeploy.runtime.values import max_value, min_value, sorted_rows
 
 Accumulator = dict[tuple[Any, ...], Any]
 
@@ -33,27 +34,40 @@ class AggregateHead:
         # for sum(x): where x sits in a collected binding
         self.sum_positions = [positions[a.arg.name] if a.func == "sum" and a.arg else -1 for a in self.aggregates]
         self.slots = [i for i, t in enumerate(head.terms) if isinstance(t, ir.Aggregate)]
+        # the aggregates are the head's last terms (the usual case): a head tuple is group + values
+        self.trailing = self.slots == list(range(len(head.terms) - len(self.slots), len(head.terms)))
+        self.finishers = [self._finisher(agg, pos) for agg, pos in zip(self.aggregates, self.sum_positions, strict=True)]
 
     def finish(self, acc: Accumulator) -> list[tuple[Any, tuple[Any, ...]]]:
         """(destination or None, head tuple) for every group."""
         if self.is_index:
-            keys = sorted(acc, key=lambda k: (tuple_order_key(k[:-1]), order_key(k[-1])))
+            # groups numbered in the order of order_key over (group values, destination)
+            keys = sorted_rows(acc) if len(acc) > 1 else list(acc)
+            if self.trailing:
+                return [(key[-1], (*key[:-1], i)) for i, key in enumerate(keys)]
             return [(key[-1], self._place(key[:-1], [i])) for i, key in enumerate(keys)]
+        finishers = self.finishers
+        if len(finishers) == 1:
+            (fn,) = finishers
+            if self.trailing:
+                return [(key[-1], (*key[:-1], fn(collections[0]))) for key, collections in acc.items()]
+            return [(key[-1], self._place(key[:-1], [fn(collections[0])])) for key, collections in acc.items()]
         out = []
         for key, collections in acc.items():
-            values = [self._value(agg, collections[i], self.sum_positions[i]) for i, agg in enumerate(self.aggregates)]
-            out.append((key[-1], self._place(key[:-1], values)))
+            values = [fn(collections[i]) for i, fn in enumerate(finishers)]
+            group = key[:-1]
+            out.append((key[-1], group + tuple(values) if self.trailing else self._place(group, values)))
         return out
 
     @staticmethod
-    def _value(agg: ir.Aggregate, collected: set[Any], sum_position: int) -> Any:
+    def _finisher(agg: ir.Aggregate, sum_position: int) -> Callable[[set[Any]], Any]:
         if agg.func == "count":
-            return len(collected)
+            return len
         if agg.func == "sum":
-            return sum(binding[sum_position] for binding in collected)
+            return lambda collected: sum(binding[sum_position] for binding in collected)
         if agg.func == "max":
-            return max(collected, key=order_key)
-        return min(collected, key=order_key)  # min, and choose: deterministically the smallest
+            return max_value
+        return min_value  # min, and choose: deterministically the smallest
 
     def _place(self, group: tuple[Any, ...], values: list[Any]) -> tuple[Any, ...]:
         result = list(group)

@@ -84,6 +84,19 @@ class _Indexes:
             del self.cache[key]
 
 
+_NOTHING: frozenset[Fact] = frozenset()
+
+
+def _fault(rule: CompiledRule, exc: Exception) -> RuntimeFault:
+    """A rule's function raised ``exc`` (a Python function or an operator failed on this data)."""
+    return RuntimeFault(f"{rule.describe()} failed: {type(exc).__name__}: {exc}")
+
+
+# one rule, ready to run: the rule, its function, the relations that must be non-empty for its body
+# to match, its counters, its aggregate's finish (None without one) and its head relation
+_Step = tuple[CompiledRule, Any, tuple[str, ...], RuleCounters, Any, str]
+
+
 class NodeEvaluator:
     """Evaluates ticks of one instance of a component."""
 
@@ -103,6 +116,21 @@ class NodeEvaluator:
             static.setdefault(f"{comp}_count", set()).add((len(addrs),))
         self.static = {rel: frozenset(v) for rel, v in static.items()}
         self.derived = frozenset(r.head for s in plan.strata for r in s.rules)
+        # Every tick's database starts as this: the static relations, and an empty read-only
+        # placeholder for every relation the synchronous rules derive (so that the tick's db shows
+        # them all); a relation becomes an owned set when something first adds to it.
+        self._base: dict[str, frozenset[Fact]] = dict.fromkeys(sorted(self.derived), _NOTHING)
+        self._base.update(self.static)
+        self._strata = tuple(
+            (stratum.recursive, stratum.rules, stratum.relations, tuple(self._step(r) for r in stratum.rules))
+            for stratum in plan.strata
+        )
+        self._next_steps = tuple(self._step(r) for r in plan.next_rules)
+        self._async_steps = tuple(self._step(r) for r in plan.async_rules)
+
+    def _step(self, rule: CompiledRule) -> _Step:
+        finish = rule.aggregate.finish if rule.aggregate is not None else None
+        return (rule, rule.fn, rule.requires, self.counters[rule.number], finish, rule.head)
 
     def initial_state(self) -> NodeState:
         return NodeState()
@@ -111,53 +139,107 @@ class NodeEvaluator:
 
     def tick(self, state: NodeState, inbox: Iterable[tuple[str, Fact]], timers: Iterable[str] = ()) -> TickResult:
         plan = self.plan
-        db: dict[str, set[Fact]] = dict(self.static)  # type: ignore[arg-type]  # read-only until owned
-        owned: set[str] = set()
+        profile = self.profile
+        clock = CPU_CLOCK
+        db: dict[str, set[Fact]] = dict(self._base)  # type: ignore[arg-type]  # read-only until owned
+        owned: dict[str, set[Fact]] = {}  # the relations this tick may extend in place
 
         def mutable(rel: str) -> set[Fact]:
-            if rel in owned:
-                return db[rel]
-            current = db.get(rel)
-            fresh: set[Fact] = set() if current is None else set(current)
-            db[rel] = fresh
-            owned.add(rel)
-            return fresh
+            facts = owned.get(rel)
+            if facts is None:
+                current = db.get(rel)
+                facts = set() if current is None else set(current)
+                db[rel] = owned[rel] = facts
+            return facts
 
-        before_sizes = {rel: len(facts) for rel, facts in state.carried.items()}
-        for rel, facts in state.carried.items():
-            if rel in db:
+        carried_in = state.carried
+        before_sizes = {rel: len(facts) for rel, facts in carried_in.items()}
+        static = self.static
+        persisted = plan.persisted
+        for rel, facts in carried_in.items():
+            if rel in static:
                 mutable(rel).update(facts)
             else:
                 db[rel] = facts
-                if rel in plan.persisted:
-                    owned.add(rel)  # persisted sets only grow: the tick extends them in place
+                if rel in persisted:
+                    owned[rel] = facts  # persisted sets only grow: the tick extends them in place
         for rel, values in inbox:
-            mutable(rel).add(values)
+            target = owned.get(rel)
+            if target is None:
+                target = mutable(rel)
+            target.add(values)
         for name in timers:
             mutable(name).add(())
 
         indexes = _Indexes(db)
-        for stratum in plan.strata:
-            if stratum.recursive:
-                self._recursive(stratum.rules, stratum.relations, db, indexes, mutable)
-            else:
-                for rule in stratum.rules:
-                    target = mutable(rule.head)
-                    self._run_into(rule, db, indexes, target)
+        for recursive, rules, relations, steps in self._strata:
+            if recursive:
+                self._recursive(rules, relations, db, indexes, mutable)
+                continue
+            for rule, fn, requires, counters, finish, head in steps:
+                for rel in requires:
+                    if not db.get(rel):
+                        break  # a positive atom has no facts: the body cannot match
+                else:
+                    target = owned.get(head)
+                    if target is None:
+                        target = mutable(head)
+                    start = clock() if profile else 0
+                    before = len(target)
+                    try:
+                        if finish is None:
+                            fn(db, indexes, None, None, target)
+                        else:
+                            groups: dict[Fact, Any] = {}
+                            fn(db, indexes, None, None, groups)
+                    except RuntimeFault:
+                        raise
+                    except Exception as exc:
+                        raise _fault(rule, exc) from exc
+                    if finish is not None:
+                        target.update([values for _, values in finish(groups)])
+                    counters.calls += 1
+                    counters.facts += len(target) - before
+                    if profile:
+                        counters.ns += clock() - start
 
         carried: dict[str, set[Fact]] = {}
+        for rule, fn, requires, counters, finish, head in self._next_steps:
+            for rel in requires:
+                if not db.get(rel):
+                    break
+            else:
+                out: set[Fact] = set()
+                start = clock() if profile else 0
+                try:
+                    if finish is None:
+                        fn(db, indexes, None, None, out)
+                    else:
+                        groups = {}
+                        fn(db, indexes, None, None, groups)
+                except RuntimeFault:
+                    raise
+                except Exception as exc:
+                    raise _fault(rule, exc) from exc
+                if finish is not None:
+                    out.update([values for _, values in finish(groups)])
+                counters.calls += 1
+                counters.facts += len(out)
+                if profile:
+                    counters.ns += clock() - start
+                if out:
+                    previous = carried.get(head)
+                    if previous is None:
+                        carried[head] = out
+                    else:
+                        previous |= out
         log: list[tuple[str, Fact]] = []
-        for rule in plan.next_rules:
-            out: set[Fact] = set()
-            self._run_into(rule, db, indexes, out)
-            if out:
-                carried.setdefault(rule.head, set()).update(out)
         for rel in plan.logged:
             new = carried.get(rel)
             if new:
                 visible = db.get(rel, ())
                 log.extend((rel, f) for f in new if f not in visible)
-        for rel in plan.persisted:
+        for rel in persisted:
             plus = carried.get(rel)
             if plus:
                 # extend in place: copying a growing persisted relation every tick is quadratic
@@ -170,14 +252,37 @@ class NodeEvaluator:
                     carried[rel] = current if rel in owned else set(current)
 
         outbox: list[Message] = []
-        for rule in plan.async_rules:
-            sent: list[tuple[Any, Fact]] = []
-            self._run_async(rule, db, indexes, sent)
-            rel = rule.head
-            for dest, values in sent:
-                if not isinstance(dest, str):
-                    raise RuntimeFault(f"{rule.describe()}: destination {dest!r} is not an address")
-                outbox.append((dest, rel, values))
+        for rule, fn, requires, counters, finish, head in self._async_steps:
+            for rel in requires:
+                if not db.get(rel):
+                    break
+            else:
+                sent: list[tuple[Any, Fact]] = []
+                start = clock() if profile else 0
+                try:
+                    if finish is None:
+                        fn(db, indexes, None, None, sent)
+                    else:
+                        groups = {}
+                        fn(db, indexes, None, None, groups)
+                except RuntimeFault:
+                    raise
+                except Exception as exc:
+                    raise _fault(rule, exc) from exc
+                if finish is None:
+                    # set semantics: one message per (destination, fact) per tick
+                    if len(sent) > 1:
+                        sent = list(dict.fromkeys(sent))
+                else:
+                    sent.extend(finish(groups))
+                counters.calls += 1
+                counters.facts += len(sent)
+                if profile:
+                    counters.ns += clock() - start
+                for dest, values in sent:
+                    if not isinstance(dest, str):
+                        raise RuntimeFault(f"{rule.describe()}: destination {dest!r} is not an address")
+                    outbox.append((dest, head, values))
 
         changed = self._changed(state, before_sizes, carried)
         return TickResult(NodeState(carried, state.tick + 1), outbox, log, changed, db)
@@ -187,76 +292,51 @@ class NodeEvaluator:
 
         A persisted relation's carried set is a superset of its previous one, so comparing sizes
         (taken before the tick touched anything) suffices; other carried sets were never mutated.
+        Every set the tick carries is non-empty.
         """
-        if {rel for rel, facts in after.items() if facts} != {rel for rel, n in before_sizes.items() if n}:
+        if after.keys() != {rel for rel, n in before_sizes.items() if n}:
             return True
+        persisted = self.plan.persisted
         for rel, facts in after.items():
-            if rel in self.plan.persisted:
-                if len(facts) != before_sizes.get(rel, 0):
+            if rel in persisted:
+                if len(facts) != before_sizes[rel]:
                     return True
-            elif facts != before.carried.get(rel, set()):
+            elif facts != before.carried[rel]:
                 return True
         return False
 
     # ---- running rules -----------------------------------------------------------------------
 
-    def _call(self, rule: CompiledRule, fn: Any, db: Any, indexes: Any, delta: Any, delta_idx: Any, out: Any) -> None:
+    @staticmethod
+    def _call(rule: CompiledRule, fn: Any, db: Any, indexes: Any, out: Any, delta: Any = None, delta_idx: Any = None) -> None:
         try:
             fn(db, indexes, delta, delta_idx, out)
         except RuntimeFault:
             raise
-        except Exception as exc:  # a Python function or an operator failed on this data
-            raise RuntimeFault(f"{rule.describe()} failed: {type(exc).__name__}: {exc}") from exc
-
-    def _run_into(self, rule: CompiledRule, db: dict[str, set[Fact]], indexes: Any, target: set[Fact]) -> None:
-        for rel in rule.requires:
-            if not db.get(rel):
-                return  # a positive atom has no facts: the body cannot match
-        counters = self.counters[rule.number]
-        start = CPU_CLOCK() if self.profile else 0
-        before = len(target)
-        if rule.aggregate is None:
-            self._call(rule, rule.fn, db, indexes, None, None, target)
-        else:
-            groups: dict[Fact, Any] = {}
-            self._call(rule, rule.fn, db, indexes, None, None, groups)
-            target.update(values for _, values in rule.aggregate.finish(groups))
-        counters.calls += 1
-        counters.facts += len(target) - before
-        if self.profile:
-            counters.ns += CPU_CLOCK() - start
-
-    def _run_async(self, rule: CompiledRule, db: dict[str, set[Fact]], indexes: Any, out: list[tuple[Any, Fact]]) -> None:
-        for rel in rule.requires:
-            if not db.get(rel):
-                return
-        counters = self.counters[rule.number]
-        start = CPU_CLOCK() if self.profile else 0
-        if rule.aggregate is None:
-            self._call(rule, rule.fn, db, indexes, None, None, out)
-            # set semantics: one message per (destination, fact) per tick
-            if len(out) > 1:
-                out[:] = list(dict.fromkeys(out))
-        else:
-            groups: dict[Fact, Any] = {}
-            self._call(rule, rule.fn, db, indexes, None, None, groups)
-            out.extend(rule.aggregate.finish(groups))
-        counters.calls += 1
-        counters.facts += len(out)
-        if self.profile:
-            counters.ns += CPU_CLOCK() - start
+        except Exception as exc:
+            raise _fault(rule, exc) from exc
 
     def _recursive(
         self, rules: tuple[CompiledRule, ...], relations: frozenset[str], db: Any, indexes: _Indexes, mutable: Any
     ) -> None:
-        """Semi-naive evaluation of one recursive stratum."""
+        """Semi-naive evaluation of one recursive stratum.
+
+        A rule one of whose positive atoms has no facts derives nothing in the first round; when no
+        rule can derive anything there, the stratum is skipped (and, like a skipped rule, its rules
+        count no call).
+        """
+        runnable = [rule for rule in rules if all(db.get(rel) for rel in rule.requires)]
+        if not runnable:
+            return
         start = CPU_CLOCK() if self.profile else 0
         new: dict[str, set[Fact]] = {rel: set() for rel in relations}
-        for rule in rules:
-            self._call(rule, rule.fn, db, indexes, None, None, new[rule.head])
+        for rule in runnable:
+            self._call(rule, rule.fn, db, indexes, new[rule.head])
         while True:
             delta: dict[str, set[Fact]] = {}
             for rel, facts in new.items():
+                if not facts:
+                    continue
                 target = mutable(rel)
                 fresh = facts - target
                 if fresh:
@@ -269,7 +349,7 @@ class NodeEvaluator:
             new = {rel: set() for rel in relations}
             for rule in rules:
                 for fn in rule.delta_fns:
-                    self._call(rule, fn, db, indexes, delta, delta_indexes, new[rule.head])
+                    self._call(rule, fn, db, indexes, new[rule.head], delta, delta_indexes)
         for rule in rules:
             c = self.counters[rule.number]
             c.calls += 1
