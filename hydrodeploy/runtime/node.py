@@ -7,7 +7,8 @@ deployment secret travels there, never on the command line). The process
    and says ``hello`` with its endpoint;
 2. on ``start`` (which carries the :class:`~hydrodeploy.runtime.transport.Directory`) starts its
    timers and ticks: whenever facts are pending, a timer fired or the carried state changed, it
-   evaluates one tick over everything that arrived since the previous one, appends the tick's
+   evaluates one tick over what arrived since the previous one (at most :data:`MAX_TICK_FACTS`
+   facts; the rest wait for the next tick), appends the tick's
    ``.log`` facts to its durable log with one write and one fsync, and sends the tick's messages
    as one frame per destination endpoint;
 3. answers ``metrics`` with its counters (per-rule CPU and firings, messages and bytes per
@@ -47,6 +48,11 @@ from hydrodeploy.runtime.transport import ControlChannel, Directory, Groups, Mes
 
 EXIT_TICK_FAILED = 3
 EXIT_ORCHESTRATOR_GONE = 4
+# At most this many received facts per tick; the rest wait for the next one. An overloaded node
+# on a small CPU quota would otherwise take everything queued into one tick lasting seconds, and
+# answer neither its peers' nor the orchestrator's messages meanwhile. (Splitting what arrived
+# across ticks is a later delivery, which every program must already tolerate.)
+MAX_TICK_FACTS = 1024
 
 
 @dataclass(frozen=True)
@@ -285,7 +291,10 @@ class Node:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            inbox, self.inbox = self.inbox, []
+            if len(self.inbox) > MAX_TICK_FACTS:
+                inbox, self.inbox = self.inbox[:MAX_TICK_FACTS], self.inbox[MAX_TICK_FACTS:]
+            else:
+                inbox, self.inbox = self.inbox, []
             timers = sorted(self.fired)
             self.fired = set()
             start = time.perf_counter_ns()
