@@ -15,7 +15,8 @@ each tick also *takes time*, as it does on the cluster:
 - the tick's messages leave when it ends, one frame per destination, and arrive whole after the
   message delay (varying from frame to frame).
 
-A node ticks when it is free and something is pending, over everything that arrived meanwhile,
+A node ticks when it is free and something is pending, over what arrived meanwhile (at most
+:data:`~hydrodeploy.runtime.node.MAX_TICK_FACTS` facts, as node processes do),
 so batch sizes, ticks per second and queueing come out of the model as they do on the cluster.
 Closed-loop clients number their requests like the benchmark clients do and answer a reply
 after a short turnaround; :func:`simulate_point` gives the throughput, latency and every node's
@@ -33,6 +34,7 @@ from typing import Any
 
 from hydrodeploy.language import ir
 from hydrodeploy.optimize.config import rule_identity
+from hydrodeploy.runtime.node import MAX_TICK_FACTS
 from hydrodeploy.runtime.topology import Topology, is_client
 from hydrodeploy.simulate import Network, Simulation, Workload
 from hydrodeploy.simulate.results import RequestRecord, percentile
@@ -44,6 +46,7 @@ MAX_MEASURED = 4000  # a point's measurement may end once this many requests com
 CPU_NOISE = 0.3  # spread (log-normal sigma) of a tick's CPU around its cost
 START_SPREAD_MS = 20.0  # clients send their first requests within this long
 CPU_CLOCK = time.thread_time_ns
+STARTUP_MS = 5000.0  # simulated time a configuration may take to start serving (leader election)
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ class PerfSimulation(Simulation):
 
     def _tick(self, node: Any) -> None:
         node.tick_scheduled = False
-        inbox, node.pending = node.pending, []
+        inbox, node.pending = node.pending[:MAX_TICK_FACTS], node.pending[MAX_TICK_FACTS:]
         timers, node.fired = node.fired, set()
         counters = node.evaluator.counters
         before = {n: (c.calls, c.facts, c.ns) for n, c in counters.items()}
@@ -292,7 +295,9 @@ def simulate_point(
 
 
 def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float, measure_s: float) -> SimPoint:
-    """Warm up until ``start_ms`` (or until every client completed :data:`WARMUP_ROUNDS` requests),
+    """Warm up until ``start_ms`` once every client had a request answered (a configuration's
+    start-up, an election say, may take up to :data:`STARTUP_MS`), or until every client completed
+    :data:`WARMUP_ROUNDS` requests,
     then measure until ``end_ms`` (or until :data:`MAX_MEASURED` requests completed: fast
     configurations need less simulated time for the same precision)."""
     used_before: dict[str, float] = {}
@@ -304,7 +309,8 @@ def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float
     def watch(s: Simulation) -> bool:
         done = sim.completed_count()
         if not window:
-            if s.now_ms >= start_ms or done >= warm:
+            # past start-up (an election, say): every client has had a request answered
+            if (s.now_ms >= start_ms and done >= clients) or done >= warm:
                 used_before.update({a: b.used for a, b in sim.budgets.items()})
                 ticks_before.update(sim.tick_counts)
                 rules_before.update(sim.rule_cpu())
@@ -312,7 +318,7 @@ def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float
             return False
         return s.now_ms - window[0] >= measure_s * 1000 or done - window[1] >= MAX_MEASURED
 
-    result = sim.run(max_time_ms=end_ms + (end_ms - start_ms), drain_ms=0.0, stop_when=watch)
+    result = sim.run(max_time_ms=end_ms + (end_ms - start_ms) + STARTUP_MS, drain_ms=0.0, stop_when=watch)
     if not window:
         return SimPoint(clients, 0.0, math.nan, math.nan)
     begin, end = window[0], sim.now_ms
