@@ -281,3 +281,27 @@ def test_a_tick_leaves_its_input_state_and_static_relations_as_they_were() -> No
     assert live == {(2,)}  # a carried (not persisted) set is never mutated: change detection compares it
     assert second.db["base"] == {(1,), (3,)} and ev.static["base"] == frozenset({(1,)})
     assert second.state.carried == {"kept": {(2,), (3,)}, "live": {(3,)}} and second.changed
+
+
+def test_profiled_rules_are_charged_their_share_of_the_ticks_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydrodeploy.runtime import evaluator as module
+
+    ev = evaluator(
+        """
+        .component a
+        a {
+          r(x) :- in(x).
+          s(x) :- r(x).
+          idle(x) :- other(x).
+        }
+        """
+    )
+    ev.profile = True
+    wall = iter(range(0, 10**6, 100))  # every reading of the elapsed-time clock 100 ns later
+    monkeypatch.setattr(module, "WALL_CLOCK", lambda: next(wall))
+    # a tick reads the wall clock at its start, around each rule (r, s) and at its end: 500 ns;
+    # its CPU time is 500 ns (no pause: rules are charged their elapsed time), then 250 ns
+    cpu = iter([0, 600, 1000, 1250])
+    monkeypatch.setattr(module, "CPU_CLOCK", lambda: next(cpu))
+    run_ticks(ev, [[("in", (1,))], [("in", (2,))]])
+    assert [(c.calls, c.ns) for c in ev.counters.values()] == [(2, 150), (2, 150), (0, 0)]
