@@ -305,3 +305,27 @@ def test_profiled_rules_are_charged_their_share_of_the_ticks_cpu(monkeypatch: py
     monkeypatch.setattr(module, "CPU_CLOCK", lambda: next(cpu))
     run_ticks(ev, [[("in", (1,))], [("in", (2,))]])
     assert [(c.calls, c.ns) for c in ev.counters.values()] == [(2, 150), (2, 150), (0, 0)]
+
+
+def test_async_rules_send_each_message_once_per_tick() -> None:
+    ev = evaluator(
+        """
+        .component a
+        a {
+          wild@me(x) :~ r(x, _), self(me).
+          hidden@me(x) :~ r(x, y), self(me).
+          routed@a[x](x) :~ r(x, y).
+          whole@me(x, y) :~ r(x, y), self(me), z = x + y, z > 0.
+        }
+        """
+    )
+    # only a rule whose head shows every variable of its atoms cannot repeat a message by itself
+    assert [r.distinct for r in ev.plan.async_rules] == [False, False, False, True]
+    (result,) = run_ticks(ev, [[("r", (1, 2)), ("r", (1, 3))]])
+    assert sorted(result.outbox) == [
+        ("a/0", "hidden", (1,)),
+        ("a/0", "routed", (1,)),
+        ("a/0", "whole", (1, 2)),
+        ("a/0", "whole", (1, 3)),
+        ("a/0", "wild", (1,)),
+    ]

@@ -69,7 +69,7 @@ class _Emitter:
 
 def _order(rule: ir.Rule, functions: dict[str, ir.FunctionDecl], first: int | None) -> list[ir.Literal]:
     """Evaluation order: the delta atom (if any) first, then greedily the positive atom with most
-    bound columns, with every filter applied as soon as its inputs are bound."""
+    bound columns, with every filter (and membership test) applied as soon as its inputs are bound."""
     pending = list(rule.body)
     order: list[ir.Literal] = []
     bound: set[str] = set()
@@ -84,7 +84,10 @@ def _order(rule: ir.Rule, functions: dict[str, ir.FunctionDecl], first: int | No
             return all(not isinstance(t, ir.Var) or t.name in bound for t in lit.terms[:n_in])
         if lit.negated:
             return all(not isinstance(t, ir.Var) or t.name in bound for t in lit.terms)
-        return False
+        # a positive atom with every term known (``leader()``, ``r(x, 1)`` with x bound) is a
+        # membership test: test it as early as a filter (it binds nothing, so the atoms that
+        # enumerate facts keep their order)
+        return all(isinstance(t, ir.Const) or (isinstance(t, ir.Var) and t.name in bound) for t in lit.terms)
 
     def take(lit: ir.Literal) -> None:
         pending.remove(lit)

@@ -134,7 +134,7 @@ class NodeEvaluator:
             for stratum in plan.strata
         )
         self._next_steps = tuple(self._step(r) for r in plan.next_rules)
-        self._async_steps = tuple(self._step(r) for r in plan.async_rules)
+        self._async_steps = tuple((*self._step(r), r.distinct) for r in plan.async_rules)
 
     def _step(self, rule: CompiledRule) -> _Step:
         finish = rule.aggregate.finish if rule.aggregate is not None else None
@@ -264,7 +264,7 @@ class NodeEvaluator:
                     carried[rel] = current if rel in owned else set(current)
 
         outbox: list[Message] = []
-        for rule, fn, requires, counters, finish, head in self._async_steps:
+        for rule, fn, requires, counters, finish, head, distinct in self._async_steps:
             for rel in requires:
                 if not db.get(rel):
                     break
@@ -283,7 +283,7 @@ class NodeEvaluator:
                     raise _fault(rule, exc) from exc
                 if finish is None:
                     # set semantics: one message per (destination, fact) per tick
-                    if len(sent) > 1:
+                    if len(sent) > 1 and not distinct:
                         sent = list(dict.fromkeys(sent))
                 else:
                     sent.extend(finish(groups))

@@ -32,12 +32,14 @@ class CompiledRule:
     aggregate: AggregateHead | None
     source: str
     requires: tuple[str, ...] = ()  # relations that must be non-empty for the body to match
+    distinct: bool = False  # no two body matches give the same output (see _distinct_outputs)
 
     def __post_init__(self) -> None:
         functions = {f.name for f in self.rule_functions}
         self.requires = tuple(
             dict.fromkeys(a.relation for a in self.rule.positive_atoms() if a.relation not in functions)
         )
+        self.distinct = _distinct_outputs(self.rule, functions)
 
     @property
     def head(self) -> str:
@@ -46,6 +48,35 @@ class CompiledRule:
     def describe(self) -> str:
         where = f" ({self.rule.span})" if self.rule.span else ""
         return f"rule {self.number} for '{self.head}'{where}"
+
+
+def _distinct_outputs(rule: ir.Rule, functions: set[str]) -> bool:
+    """Whether the rule's function never emits the same output twice in one call, so that an
+    asynchronous rule's messages need no deduplication.
+
+    The generated body enumerates the facts of each positive atom (a set, or an index bucket of
+    one) and computes everything else (assignments, function calls: one result each) from them,
+    filtering with comparisons and negations. Two different matches therefore differ in the facts
+    of some atom; when no atom has a wildcard, those facts (distinct tuples) differ in a variable
+    (constants are equal); when every such variable is a term of the head (or its ``@x``
+    destination), the two outputs differ too.
+    """
+    if rule.kind is not ir.RuleKind.ASYNC or rule.head.aggregates:
+        return False
+    atom_vars: set[str] = set()
+    for atom in rule.positive_atoms():
+        if atom.relation in functions:
+            continue
+        for term in atom.terms:
+            if isinstance(term, ir.Var):
+                atom_vars.add(term.name)
+            elif not isinstance(term, ir.Const):
+                return False  # a wildcard: matches may differ only there
+    output = {t.name for t in rule.head.terms if isinstance(t, ir.Var)}
+    dest = rule.head.dest
+    if dest is not None and dest.keys is None:
+        output.add(dest.target)
+    return atom_vars <= output
 
 
 @dataclass(frozen=True)
