@@ -101,6 +101,7 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
         f"relays what {s.component} reads in batches",
     )
     c1, c2 = s.component, s.name
+    p = batching.stream_prefix(out, c2)
     sm = state_machine(program, target.component, s.moved, inputs=s.redirected | s.shared_channels, settling=True)
     relayed: list[batching.Relayed] = []
     delta_rules: list[ir.Rule] = []
@@ -109,7 +110,7 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
         body: tuple[ir.Literal, ...] = (ir.Atom(rel, terms),)
         if rel not in s.shared_channels and rel not in sm.existence:
             # A relation that keeps its facts: relay only the facts new in this tick.
-            had = f"{batching.prefix(c2)}_had_{rel}"
+            had = f"{p}_had_{rel}"
             delta_rules.append(
                 ir.Rule(
                     ir.Head(had, terms),
@@ -125,7 +126,7 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
             continue
         # C1 reads only some columns: relay their projection, which set semantics collapses to
         # far fewer facts (a p2b proxy relays the ballots it saw, not every p2b).
-        seen = m.unique(out, f"{batching.prefix(c2)}_seen_{rel}")  # per-node bookkeeping, like the batches
+        seen = m.unique(out, f"{p}_seen_{rel}")  # per-node bookkeeping, like the batches
         projected = tuple(terms[i] for i in used)
         delta_rules.append(
             ir.Rule(
@@ -144,18 +145,18 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
     block2 = out.block(c2)
     assert block2 is not None
     to_c1 = (ir.Atom("self", (ir.Var("mine"),)), ir.Atom(m.pairing_name(c2), (ir.Var("receiver"), ir.Var("mine"))))
-    sender = batching.sender_rules(c2, relayed, to_c1, "receiver")
-    acks, ack_facts = batching.ack_rules(c2)
+    sender = batching.sender_rules(p, relayed, to_c1, "receiver")
+    acks, ack_facts = batching.ack_rules(p)
     kept: list[ir.Rule] = []
     held: list[ir.Rule] = []
     for rule in block2.rules:
         if rule.kind is ir.RuleKind.ASYNC:
             waiting = m.unique(out, f"{rule.head.relation}_waiting")
-            held += batching.held_output(out, c2, rule, waiting)
+            held += batching.held_output(out, p, rule, waiting)
         else:
             kept.append(rule)
     out = m.replace_block(
-        out, c2, [*kept, *held, *delta_rules, *sender, *acks], [*block2.facts, *batching.sender_facts(c2), *ack_facts]
+        out, c2, [*kept, *held, *delta_rules, *sender, *acks], [*block2.facts, *batching.sender_facts(p), *ack_facts]
     )
     out = m.ensure_pairing(out, c2, c1, c2)
 
@@ -166,7 +167,7 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
         for r in relayed
     ]
     ack_to = (ir.Atom("self", (ir.Var("me"),)), ir.Atom(m.pairing_name(c2), (ir.Var("me"), ir.Var("proxy"))))
-    receiver = batching.receiver_rules(c2, arities, ack_to, "proxy")
+    receiver = batching.receiver_rules(p, arities, ack_to, "proxy")
     out = m.add_rules(out, c1, receiver)
     out = m.ensure_pairing(out, c1, c1, c2)
     return out, topology_for(out, topology)

@@ -15,7 +15,10 @@ other outputs until the latest batch it had sent when the output was derived is 
 
 Every relation of the machinery is named ``<sender>_batch_...``; analyses treat those as
 node-local bookkeeping (each partition of a sender has its own), see
-:func:`hydrodeploy.analysis.context.node_local`.
+:func:`hydrodeploy.analysis.context.node_local`. A sender can have several streams, each to its own
+receiver (the proxy of an asymmetric decoupling relays to the component it left, and relays again
+when a state machine decoupling moves some of its own rules on): each stream has its own prefix
+(:func:`stream_prefix`), so that their batch numbers, sizes and acknowledgements stay apart.
 """
 
 from __future__ import annotations
@@ -30,7 +33,28 @@ V = ir.Var
 
 
 def prefix(sender: str) -> str:
+    """The prefix of every relation of ``sender``'s batching machinery (and of its first stream)."""
     return f"{sender}_batch"
+
+
+def stream_prefix(program: ir.Program, sender: str) -> str:
+    """The prefix of the relations of a new stream from ``sender``: ``<sender>_batch`` for its
+    first stream, ``<sender>_batch_2``, ``_3``, ... when ``program`` already has one, so that a
+    stream never counts, numbers or acknowledges another's facts as its own (which is also a cycle
+    through negation: a held output waits on ``_latest``, which reads ``_size``, which would count
+    the held output relayed on the next stream)."""
+    base = prefix(sender)
+    names = m.used_names(program)
+
+    def free(p: str) -> bool:
+        return not any(name == p or name.startswith(p + "_") for name in names)
+
+    if free(base):
+        return base
+    k = 2
+    while not free(f"{base}_{k}"):
+        k += 1
+    return f"{base}_{k}"
 
 
 @dataclass(frozen=True)
@@ -64,11 +88,11 @@ def _atom(rel: str, *terms: ir.BodyTerm, negated: bool = False) -> ir.Atom:
 
 
 def sender_rules(
-    sender: str, relayed: Sequence[Relayed], to_receiver: Sequence[ir.Literal], dest_var: str
+    p: str, relayed: Sequence[Relayed], to_receiver: Sequence[ir.Literal], dest_var: str
 ) -> list[ir.Rule]:
-    """Rules for the sender: count what is relayed this tick, number the batch, relay the facts
-    and the header to the node bound to ``dest_var`` by ``to_receiver``."""
-    p = prefix(sender)
+    """Rules for the sender of the stream with prefix ``p`` (:func:`stream_prefix`): count what is
+    relayed this tick, number the batch, relay the facts and the header to the node bound to
+    ``dest_var`` by ``to_receiver``."""
     n, size, prev, c, j = V("n"), V("size"), V("prev"), V("c"), V("j")
     out: list[ir.Rule] = []
     for r in relayed:
@@ -128,18 +152,17 @@ def sender_rules(
     return out
 
 
-def sender_facts(sender: str) -> list[ir.Fact]:
-    p = prefix(sender)
+def sender_facts(p: str) -> list[ir.Fact]:
     return [ir.Fact(ir.Atom(f"{p}_sent", (ir.Const(-1),)))]
 
 
 def receiver_rules(
-    sender: str, relayed: Sequence[tuple[str, Sequence[str]]], ack_to: Sequence[ir.Literal] | None, ack_var: str
+    p: str, relayed: Sequence[tuple[str, Sequence[str]]], ack_to: Sequence[ir.Literal] | None, ack_var: str
 ) -> list[ir.Rule]:
-    """Rules for the receiver: buffer relayed facts, process complete batches in order (one per
-    stream per tick) as facts of the relayed relations, and acknowledge them to the node bound to
-    ``ack_var`` by ``ack_to`` (partition ``j``, the stream), when ``ack_to`` is given."""
-    p = prefix(sender)
+    """Rules for the receiver of the stream with prefix ``p``: buffer relayed facts, process
+    complete batches in order (one per stream per tick) as facts of the relayed relations, and
+    acknowledge them to the node bound to ``ack_var`` by ``ack_to`` (partition ``j``, the stream),
+    when ``ack_to`` is given."""
     j, n, size, prev, c = V("j"), V("n"), V("size"), V("prev"), V("c")
     out: list[ir.Rule] = []
     for rel, names in relayed:
@@ -211,10 +234,10 @@ def receiver_rules(
     return out
 
 
-def ack_rules(sender: str) -> tuple[list[ir.Rule], list[ir.Fact]]:
-    """Sender rules tracking acknowledgements: ``<p>_acked_top(a)``, the highest acknowledged
-    batch, and ``<p>_latest(n)``, the latest batch sent up to this tick."""
-    p = prefix(sender)
+def ack_rules(p: str) -> tuple[list[ir.Rule], list[ir.Fact]]:
+    """Sender rules tracking the acknowledgements of the stream with prefix ``p``:
+    ``<p>_acked_top(a)``, the highest acknowledged batch, and ``<p>_latest(n)``, the latest batch
+    sent up to this tick."""
     n, a = V("n"), V("a")
     rules = [
         _rule(f"{p}_acked", (n,), ir.RuleKind.SYNC, (_atom(f"{p}_ack", n),)),
@@ -228,10 +251,10 @@ def ack_rules(sender: str) -> tuple[list[ir.Rule], list[ir.Fact]]:
     return rules, facts
 
 
-def held_output(program: ir.Program, sender: str, rule: ir.Rule, waiting: str) -> list[ir.Rule]:
-    """``rule`` (an output of the sender) held until the batch it follows is acknowledged: a
-    waiting relation keyed by that batch, carried until acknowledged, sent once it is."""
-    p = prefix(sender)
+def held_output(program: ir.Program, p: str, rule: ir.Rule, waiting: str) -> list[ir.Rule]:
+    """``rule`` (an output of the sender of the stream with prefix ``p``) held until the batch it
+    follows is acknowledged: a waiting relation keyed by that batch, carried until acknowledged,
+    sent once it is."""
     dest = rule.head.dest
     assert dest is not None
     n, a = V(m.fresh_var(rule, "batch")), V(m.fresh_var(rule, "acked"))

@@ -75,6 +75,7 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
         "their inputs in batches",
     )
     kept_relations = ctx.persisted
+    p = batching.stream_prefix(out, c1)  # C1 may already relay to another component
     relayed: list[batching.Relayed] = []
     delta: list[ir.Rule] = []
     # `.input` relations cannot be derived: C2 reads them relayed under another name
@@ -90,7 +91,7 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
         names = m.safe_attribute_names(program, rel, {"j", "n", "me", "node", "mine", "receiver"})
         terms = m.var_terms(names)
         if rel in kept_relations:
-            had = f"{batching.prefix(c1)}_had_{rel}"
+            had = f"{p}_had_{rel}"
             delta.append(
                 ir.Rule(
                     ir.Head(had, terms),
@@ -109,15 +110,15 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
     else:
         to_c2 = (ir.Atom("self", (ir.Var("me"),)), ir.Atom(m.pairing_name(c2), (ir.Var("me"), ir.Var("receiver"))))
         out = m.ensure_pairing(out, c1, c1, c2)
-    sender = batching.sender_rules(c1, relayed, to_c2, "receiver")
+    sender = batching.sender_rules(p, relayed, to_c2, "receiver")
     out = m.add_rules(out, c1, [*delta, *sender])
-    out = m.add_facts(out, c1, batching.sender_facts(c1))
+    out = m.add_facts(out, c1, batching.sender_facts(p))
     receiver = batching.receiver_rules(
-        c1, [(r.relation, [t.name for t in r.terms if isinstance(t, ir.Var)]) for r in relayed], None, "sender"
+        p, [(r.relation, [t.name for t in r.terms if isinstance(t, ir.Var)]) for r in relayed], None, "sender"
     )
     receiver = [
         ir.Rule(ir.Head(renamed[r.head.relation], r.head.terms), r.kind, r.body, r.span, r.comment)
-        if r.head.relation in renamed and r.kind is ir.RuleKind.SYNC and not r.head.relation.startswith(batching.prefix(c1))
+        if r.head.relation in renamed and r.kind is ir.RuleKind.SYNC and not r.head.relation.startswith(p)
         else r
         for r in receiver
     ]
