@@ -13,7 +13,9 @@ component goes to the partition chosen by the distribution policy's value for th
 The key of a fact is its value at the relation's partition expression; for ``fn(attr)`` the sender
 computes ``fn`` in its body. A rule that sends to the component but whose destination cannot be
 rewritten this way (routed by another key, or an address only known at run time for a component
-that becomes N instances) makes the rewrite inapplicable.
+that becomes N instances) makes the rewrite inapplicable. So does a stream of sequenced batches
+(:mod:`.batching`) that the routing cannot split: one the component receives (each batch is
+processed whole), or one it sends to a state machine (which would merge the partitions' batches).
 """
 
 from __future__ import annotations
@@ -70,6 +72,23 @@ def obstacles(program: ir.Program, component: str) -> Obstacle | None:
     assert decl is not None
     single = decl.instances == 1
     ctx = context(program, component)
+    stream = batch_stream_to(program, component)
+    if stream is not None:
+        sender, rule = stream
+        return Obstacle(
+            f"'{component}' processes the batches '{sender}' relays to it ('{rule.head.relation}') whole and "
+            "in order; a partition would see only part of each batch",
+            rule.span,
+        )
+    stream = unacknowledged_stream_from(program, component)
+    if stream is not None:
+        receiver, rule = stream
+        return Obstacle(
+            f"'{component}' relays what '{receiver}' reads in sequenced batches ('{rule.head.relation}', "
+            f"state machine decoupling), one stream per node: '{receiver}' would process the batches "
+            "of several partitions together, not each partition's alone",
+            rule.span,
+        )
     if single:
         for rule in ctx.rules:
             for atom in rule.atoms():
@@ -103,6 +122,46 @@ def obstacles(program: ir.Program, component: str) -> Obstacle | None:
                         "it what it reads; as N instances it would be N addresses",
                         atom.span,
                     )
+    return None
+
+
+def batch_stream_to(program: ir.Program, component: str) -> tuple[str, ir.Rule] | None:
+    """(sender, rule) of a rule of another component that relays sequenced batches to
+    ``component`` (:mod:`.batching`), if there is one. Batch facts and headers are sent to a node,
+    not routed by a key (only acknowledgements are, back to the sending partition's stream)."""
+    reads = {a.relation for r in context(program, component).rules for a in r.atoms()}
+    for block in program.blocks:
+        if block.component == component:
+            continue
+        for rule in block.rules:
+            dest = rule.head.dest
+            if (
+                rule.kind is ir.RuleKind.ASYNC
+                and dest is not None
+                and dest.keys is None
+                and rule.head.relation in reads
+                and node_local(program, rule.head.relation)
+            ):
+                return block.component, rule
+    return None
+
+
+def unacknowledged_stream_from(program: ir.Program, component: str) -> tuple[str, ir.Rule] | None:
+    """(receiver, header rule) of a stream of sequenced batches that ``component`` sends and whose
+    receiver does not acknowledge (:mod:`.state_machine`): the receiver runs rules ``component``
+    had, on the batches as ``component`` grouped them. (An acknowledged stream, an asymmetric
+    proxy's, relays only what its receiver reads of the proxy: each partition is a stream of its
+    own, and the proxy's outputs wait for their own stream's acknowledgements.)"""
+    rules = program.rules_of(component)
+    reads = {a.relation for r in rules for a in r.atoms()}
+    for rule in rules:
+        head = rule.head.relation
+        if rule.kind is not ir.RuleKind.ASYNC or not head.endswith("_header") or not node_local(program, head):
+            continue
+        if f"{head.removesuffix('_header')}_ack" in reads:
+            continue
+        receiver = next((b.component for b in program.blocks if any(a.relation == head for r in b.rules for a in r.atoms())), "?")
+        return receiver, rule
     return None
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydrodeploy.language import check, ir, load_program, parse, print_program
+from hydrodeploy.rewrites import cohashing
+from hydrodeploy.rewrites.base import NotApplicable, Partition
 from hydrodeploy.rewrites.chain import apply_chain, parse_steps
 from hydrodeploy.simulate import Network, Workload
 from hydrodeploy.simulate.equivalence import check_equivalence
@@ -85,3 +87,23 @@ def test_two_state_machine_decouplings_of_one_component_relay_on_separate_stream
     )
     assert report.equivalent, "\n".join(str(d) for d in report.differences)
     assert report.completed == len(report.seeds) * 30
+
+
+def test_the_ends_of_a_state_machine_stream_are_not_co_hashed() -> None:
+    program = load_program(str(PAXOS))
+    out, _, _ = apply_chain(program, parse_steps(COLLECTOR_RELAYS_AGAIN))
+    # The receiver processes each batch whole: its partitions would each see part of it.
+    rejected = cohashing.check(out, Partition("proposer_collector_commit", "id", 2))
+    assert isinstance(rejected, NotApplicable)
+    assert "'proposer_collector_commit' processes the batches 'proposer_collector' relays to it" in rejected.reason
+    assert "proposer_collector_batch_2_header" in rejected.reason
+    # The sender: the receiver would run the held commits of one partition against the
+    # acknowledgements of another.
+    rejected = cohashing.check(out, Partition("proposer_collector", "id", 2))
+    assert isinstance(rejected, NotApplicable)
+    assert "would process the batches of several partitions together" in rejected.reason
+    # An asymmetric proxy's stream is acknowledged: each partition waits for its own (the
+    # ScalablePaxos p2b proxies).
+    asymmetric = parse_steps(COLLECTOR_RELAYS_AGAIN)[:1]
+    collector, _, _ = apply_chain(program, asymmetric)
+    assert cohashing.check(collector, Partition("proposer_collector", "id", 2)).applicable
