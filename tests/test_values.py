@@ -109,8 +109,11 @@ def index_head(*terms: ir.HeadTerm) -> AggregateHead:
 
 
 def test_index_numbers_groups_in_order_key_order_wherever_the_index_sits() -> None:
-    acc: dict[tuple[Any, ...], Any] = {("b", None): None, (2, None): None, ("a", None): None, (1.5, None): None}
+    groups: dict[tuple[Any, ...], Any] = {("b",): None, (2,): None, ("a",): None, (1.5,): None}
     last = index_head(ir.Var("x"), ir.Aggregate("index", None))
-    assert last.finish(acc) == [(None, (1.5, 0)), (None, (2, 1)), (None, ("a", 2)), (None, ("b", 3))]
+    assert last.values(groups) == [(1.5, 0), (2, 1), ("a", 2), ("b", 3)]
     first = index_head(ir.Aggregate("index", None), ir.Var("x"))
-    assert first.finish(acc) == [(None, (0, 1.5)), (None, (1, 2)), (None, (2, "a")), (None, (3, "b"))]
+    assert first.values(groups) == [(0, 1.5), (1, 2), (2, "a"), (3, "b")]
+    # an asynchronous head's groups end with their destination, which orders them last
+    sent = {("b", "n/1"): None, ("b", "n/0"): None, (b"x", "n/0"): None, (2, "n/0"): None}
+    assert last.finish(sent) == [("n/0", (2, 0)), ("n/0", ("b", 1)), ("n/1", ("b", 2)), ("n/0", (b"x", 3))]

@@ -2,9 +2,10 @@
 
 The generated rule body accumulates straight into a dict keyed by the group — the head's
 non-aggregate terms plus, for an asynchronous head, the destination — holding one collection per
-aggregate: the distinct values of the aggregated variable (``count(x)``, ``min``, ``max``,
-``choose``) or the distinct bindings of the body's variables (``count(*)``, ``sum``). ``index()``
-keeps only the groups. Here each group becomes a head tuple.
+aggregate (a tuple of them; with a single aggregate, the collection itself): the distinct values
+of the aggregated variable (``count(x)``, ``min``, ``max``, ``choose``) or the distinct bindings
+of the body's variables (``count(*)``, ``sum``). ``index()`` keeps only the groups. Here each
+group becomes a head tuple.
 """
 
 from __future__ import annotations
@@ -39,24 +40,43 @@ class AggregateHead:
         self.finishers = [self._finisher(agg, pos) for agg, pos in zip(self.aggregates, self.sum_positions, strict=True)]
 
     def finish(self, acc: Accumulator) -> list[tuple[Any, tuple[Any, ...]]]:
-        """(destination or None, head tuple) for every group."""
+        """(destination, head tuple) for every group of an asynchronous head (whose groups end
+        with their destination)."""
         if self.is_index:
-            # groups numbered in the order of order_key over (group values, destination)
             keys = sorted_rows(acc) if len(acc) > 1 else list(acc)
             if self.trailing:
                 return [(key[-1], (*key[:-1], i)) for i, key in enumerate(keys)]
             return [(key[-1], self._place(key[:-1], [i])) for i, key in enumerate(keys)]
+        return [(key[-1], values) for key, values in zip(acc, self._tuples(acc, 1), strict=True)]
+
+    def values(self, acc: Accumulator) -> list[tuple[Any, ...]]:
+        """The head tuple of every group of a synchronous head (whose groups are just the head's
+        other terms)."""
+        if self.is_index:
+            # groups numbered in order_key's order
+            keys = sorted_rows(acc) if len(acc) > 1 else list(acc)
+            if self.trailing:
+                return [(*key, i) for i, key in enumerate(keys)]
+            return [self._place(key, [i]) for i, key in enumerate(keys)]
+        return self._tuples(acc, 0)
+
+    def _tuples(self, acc: Accumulator, dest: int) -> list[tuple[Any, ...]]:
+        """The head tuple of every group, in the accumulator's order."""
         finishers = self.finishers
         if len(finishers) == 1:
             (fn,) = finishers
+            if not dest:
+                if self.trailing:
+                    return [(*key, fn(collected)) for key, collected in acc.items()]
+                return [self._place(key, [fn(collected)]) for key, collected in acc.items()]
             if self.trailing:
-                return [(key[-1], (*key[:-1], fn(collections[0]))) for key, collections in acc.items()]
-            return [(key[-1], self._place(key[:-1], [fn(collections[0])])) for key, collections in acc.items()]
+                return [(*key[:-1], fn(collected)) for key, collected in acc.items()]
+            return [self._place(key[:-1], [fn(collected)]) for key, collected in acc.items()]
         out = []
         for key, collections in acc.items():
+            group = key[:-1] if dest else key
             values = [fn(collections[i]) for i, fn in enumerate(finishers)]
-            group = key[:-1]
-            out.append((key[-1], group + tuple(values) if self.trailing else self._place(group, values)))
+            out.append(group + tuple(values) if self.trailing else self._place(group, values))
         return out
 
     @staticmethod

@@ -160,19 +160,26 @@ def generate(
 def _accumulate(em: _Emitter, head: ir.Head, binding_vars: tuple[str, ...], bound: set[str]) -> None:
     """Add this binding to its group in ``OUT`` (see :mod:`hydrodeploy.runtime.aggregate`)."""
     group = "".join(expr_code(t) + ", " for t in head.terms if not isinstance(t, ir.Aggregate))
-    dest = _dest_code(head.dest, bound) if head.dest is not None else "None"
-    em.line(f"_k = ({group}{dest},)")
+    if head.dest is not None:
+        em.line(f"_k = ({group}{_dest_code(head.dest, bound)},)")
+    else:
+        em.line(f"_k = ({group})")
     aggregates = [t for t in head.terms if isinstance(t, ir.Aggregate)]
     if any(a.func == "index" for a in aggregates):
         em.line("OUT[_k] = None")
         return
     binding = "(" + "".join(_v(b) + ", " for b in binding_vars) + ")"
+    items = [binding if collects_bindings(agg) else _v(agg.arg.name) for agg in aggregates]  # type: ignore[union-attr]
     em.line("_a = OUT.get(_k)")
     em.open("if _a is None:")
+    if len(aggregates) == 1:  # the group's one collection itself
+        em.line("_a = OUT[_k] = set()")
+        em.depth -= 1
+        em.line(f"_a.add({items[0]})")
+        return
     em.line("_a = OUT[_k] = (" + "set(), " * len(aggregates) + ")")
     em.depth -= 1
-    for i, agg in enumerate(aggregates):
-        item = binding if collects_bindings(agg) else _v(agg.arg.name)  # type: ignore[union-attr]
+    for i, item in enumerate(items):
         em.line(f"_a[{i}].add({item})")
 
 

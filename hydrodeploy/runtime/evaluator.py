@@ -137,7 +137,9 @@ class NodeEvaluator:
         self._async_steps = tuple((*self._step(r), r.distinct) for r in plan.async_rules)
 
     def _step(self, rule: CompiledRule) -> _Step:
-        finish = rule.aggregate.finish if rule.aggregate is not None else None
+        # an aggregate's finish: head tuples (synchronous), (destination, head tuple) pairs (asynchronous)
+        aggregate = rule.aggregate
+        finish = None if aggregate is None else aggregate.finish if rule.rule.head.dest is not None else aggregate.values
         return (rule, rule.fn, rule.requires, self.counters[rule.number], finish, rule.head)
 
     def initial_state(self) -> NodeState:
@@ -209,7 +211,7 @@ class NodeEvaluator:
                     except Exception as exc:
                         raise _fault(rule, exc) from exc
                     if finish is not None:
-                        target.update([values for _, values in finish(groups)])
+                        target.update(finish(groups))
                     counters.calls += 1
                     counters.facts += len(target) - before
                     if profile:
@@ -234,7 +236,7 @@ class NodeEvaluator:
                 except Exception as exc:
                     raise _fault(rule, exc) from exc
                 if finish is not None:
-                    out.update([values for _, values in finish(groups)])
+                    out.update(finish(groups))
                 counters.calls += 1
                 counters.facts += len(out)
                 if profile:
