@@ -129,9 +129,11 @@ class NodeEvaluator:
         # them all); a relation becomes an owned set when something first adds to it.
         self._base: dict[str, frozenset[Fact]] = dict.fromkeys(sorted(self.derived), _NOTHING)
         self._base.update(self.static)
-        self._strata = tuple(
-            (stratum.recursive, stratum.rules, stratum.relations, tuple(self._step(r) for r in stratum.rules))
+        # the synchronous rules in stratum order; a recursive stratum is one step, (None, stratum, ...)
+        self._sync_steps: tuple[Any, ...] = tuple(
+            step
             for stratum in plan.strata
+            for step in ([(None, stratum, (), None, None, "")] if stratum.recursive else map(self._step, stratum.rules))
         )
         self._next_steps = tuple(self._step(r) for r in plan.next_rules)
         self._async_steps = tuple((*self._step(r), r.distinct) for r in plan.async_rules)
@@ -186,36 +188,35 @@ class NodeEvaluator:
             mutable(name).add(())
 
         indexes = _Indexes(db)
-        for recursive, rules, relations, steps in self._strata:
-            if recursive:
-                self._recursive(rules, relations, db, indexes, mutable, timed)
-                continue
-            for rule, fn, requires, counters, finish, head in steps:
-                for rel in requires:
-                    if not db.get(rel):
-                        break  # a positive atom has no facts: the body cannot match
-                else:
-                    target = owned.get(head)
-                    if target is None:
-                        target = mutable(head)
-                    start = clock() if profile else 0
-                    before = len(target)
-                    try:
-                        if finish is None:
-                            fn(db, indexes, None, None, target)
-                        else:
-                            groups: dict[Fact, Any] = {}
-                            fn(db, indexes, None, None, groups)
-                    except RuntimeFault:
-                        raise
-                    except Exception as exc:
-                        raise _fault(rule, exc) from exc
-                    if finish is not None:
-                        target.update(finish(groups))
-                    counters.calls += 1
-                    counters.facts += len(target) - before
-                    if profile:
-                        timed.append((counters, clock() - start))
+        for rule, fn, requires, counters, finish, head in self._sync_steps:
+            for rel in requires:
+                if not db.get(rel):
+                    break  # a positive atom has no facts: the body cannot match
+            else:
+                if rule is None:  # a recursive stratum
+                    self._recursive(fn.rules, fn.relations, db, indexes, mutable, timed)
+                    continue
+                target = owned.get(head)
+                if target is None:  # a derived relation: in db (as a placeholder, or carried)
+                    target = db[head] = owned[head] = set(db[head])
+                start = clock() if profile else 0
+                before = len(target)
+                try:
+                    if finish is None:
+                        fn(db, indexes, None, None, target)
+                    else:
+                        groups: dict[Fact, Any] = {}
+                        fn(db, indexes, None, None, groups)
+                except RuntimeFault:
+                    raise
+                except Exception as exc:
+                    raise _fault(rule, exc) from exc
+                if finish is not None:
+                    target.update(finish(groups))
+                counters.calls += 1
+                counters.facts += len(target) - before
+                if profile:
+                    timed.append((counters, clock() - start))
 
         carried: dict[str, set[Fact]] = {}
         for rule, fn, requires, counters, finish, head in self._next_steps:
