@@ -261,6 +261,37 @@ def test_rules_that_cannot_match_are_skipped_and_counters_count_what_ran() -> No
     assert counters == {0: (1, 2), 1: (1, 1), 2: (1, 0), 3: (1, 0), 4: (1, 1), 5: (1, 1), 6: (1, 1)}
 
 
+def test_rules_over_static_relations_run_once_and_their_facts_show_in_every_tick() -> None:
+    source = """
+        .component a 3
+        .component b
+        a {
+          limit(10).
+          seen(0).
+          peer(p) :- a(p), self(me), p != me.
+          peers(count(p)) :- peer(p).
+          quorum(q) :- a_count(n), q = n / 2 + 1.
+          seen(x) :- in(x).
+          biggest(max(x)) :- seen(x).
+          over(x) :- in(x), limit(l), x > l.
+          big(x) :- quorum(q), in(x), x > q.
+          out@p(x) :~ big(x), peer(p).
+        }
+        """
+    ev = evaluator(source)
+    ticks = run_ticks(ev, [[], [("in", (1,)), ("in", (11,))], [("in", (3,))]])
+    for tick in ticks:  # what the static rules derive is there every tick
+        assert tick.db["peer"] == {("a/1",), ("a/2",)} and tick.db["peers"] == {(2,)} and tick.db["quorum"] == {(2,)}
+    assert [t.db["biggest"] for t in ticks] == [{(0,)}, {(11,)}, {(3,)}]  # seen has facts and rules: every tick
+    assert ticks[1].db["over"] == {(11,)} and ticks[2].db["big"] == {(3,)}
+    assert sorted(ticks[2].outbox) == [("a/1", "out", (3,)), ("a/2", "out", (3,))]
+    numbers = {r.rule.head.relation: r.number for r in ev.plan.rules}
+    assert {numbers["peer"], numbers["peers"], numbers["quorum"]} == set(ev.precomputed)
+    # computed once, when the evaluator was made
+    assert [ev.counters[numbers[h]].calls for h in ("peer", "peers", "quorum")] == [1, 1, 1]
+    assert ev.counters[numbers["biggest"]].calls == 3 and ev.counters[numbers["big"]].calls == 2
+
+
 def test_a_tick_leaves_its_input_state_and_static_relations_as_they_were() -> None:
     ev = evaluator(
         """

@@ -14,6 +14,7 @@ from operator import itemgetter
 from typing import Any
 
 from hydrodeploy.errors import RuntimeFault
+from hydrodeploy.language import ir
 from hydrodeploy.runtime.plan import CompiledRule, ComponentPlan
 from hydrodeploy.runtime.topology import Topology
 
@@ -124,6 +125,9 @@ class NodeEvaluator:
             static.setdefault(f"{comp}_count", set()).add((len(addrs),))
         self.static = {rel: frozenset(v) for rel, v in static.items()}
         self.derived = frozenset(r.head for s in plan.strata for r in s.rules)
+        # Rules that read only static relations (a rewrite's routing ranks over the instances, a
+        # quorum size) derive the same facts every tick: they run once, here.
+        self.precomputed = self._precompute(plan)
         # Every tick's database starts as this: the static relations, and an empty read-only
         # placeholder for every relation the synchronous rules derive (so that the tick's db shows
         # them all); a relation becomes an owned set when something first adds to it.
@@ -133,10 +137,68 @@ class NodeEvaluator:
         self._sync_steps: tuple[Any, ...] = tuple(
             step
             for stratum in plan.strata
-            for step in ([(None, stratum, (), None, None, "")] if stratum.recursive else map(self._step, stratum.rules))
+            for step in (
+                [(None, stratum, (), None, None, "")]
+                if stratum.recursive
+                else [self._step(r) for r in stratum.rules if r.number not in self.precomputed]
+            )
         )
         self._next_steps = tuple(self._step(r) for r in plan.next_rules)
         self._async_steps = tuple((*self._step(r), r.distinct) for r in plan.async_rules)
+
+    def _precompute(self, plan: ComponentPlan) -> frozenset[int]:
+        """Evaluate, once, the synchronous rules whose relations are all static, in stratum
+        order, adding what they derive to :attr:`static`; returns their numbers.
+
+        A relation qualifies when every rule deriving it in this component is non-recursive, calls
+        no Python function and reads only static relations (or ones that qualified before it),
+        and nothing else gives it facts: no :+ rule carries it, it is not persisted, no message or
+        client input or timer can bring it."""
+        program = plan.program
+        brought = {d.relation for d in program.inputs} | {t.name for t in program.timers}
+        brought |= {r.head.relation for b in program.blocks for r in b.rules if r.kind is ir.RuleKind.ASYNC}
+        brought |= {r.head for r in plan.next_rules} | set(plan.persisted)
+        by_head: dict[str, list[CompiledRule]] = {}
+        for stratum in plan.strata:
+            for rule in stratum.rules:
+                by_head.setdefault(rule.head, []).append(rule)
+        recursive = {r.number for s in plan.strata if s.recursive for r in s.rules}
+        static = {rel for rel in self.static if rel not in self.derived and rel not in brought}
+        done: set[int] = set()
+        db: dict[str, set[Fact]] = {rel: set(v) for rel, v in self.static.items()}
+        for stratum in plan.strata:
+            if stratum.recursive:
+                continue
+            for rule in stratum.rules:
+                head = rule.head
+                siblings = by_head[head]
+                if (
+                    head in brought
+                    or head in self.static  # it has facts of its own besides the rules: left alone
+                    or any(r.number in recursive or r.rule_functions for r in siblings)
+                    or not all(a.relation in static for r in siblings for a in r.rule.atoms())
+                ):
+                    continue
+                target = db.setdefault(head, set())
+                indexes = _Indexes(db)
+                try:
+                    if rule.aggregate is None:
+                        rule.fn(db, indexes, None, None, target)
+                    else:
+                        groups: dict[Fact, Any] = {}
+                        rule.fn(db, indexes, None, None, groups)
+                        target.update(rule.aggregate.values(groups))
+                except Exception as exc:
+                    raise _fault(rule, exc) from exc
+                counters = self.counters[rule.number]
+                counters.calls += 1
+                counters.facts += len(target)
+                done.add(rule.number)
+                if all(r.number in done for r in siblings):
+                    static.add(head)
+        for rel in static - set(self.static):
+            self.static[rel] = frozenset(db.get(rel, ()))
+        return frozenset(done)
 
     def _step(self, rule: CompiledRule) -> _Step:
         # an aggregate's finish: head tuples (synchronous), (destination, head tuple) pairs (asynchronous)
