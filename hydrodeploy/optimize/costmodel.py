@@ -8,15 +8,22 @@ throughput of any configuration.
   squares on every node of every point measured so far, busy nodes weighted most
   (:func:`fit_runtime`): each node's CPU minus what its evaluator spent, against what the node
   received, sent, logged and ticked;
-- every rule's CPU per fact derived, measured on the cluster near the current configuration's
-  peak (:func:`rule_costs`), and the evaluator's bookkeeping per tick and per fact received
-  (:func:`fit_bookkeeping`); for rules that never ran on the cluster (a rewrite generated them),
-  the ratio of cluster CPU to in-process CPU of the measured rules (:func:`evaluate_scale`);
+- the evaluator's CPU on the cluster against the same evaluation in this process
+  (:func:`inprocess_scales`): the measured configuration runs in the performance simulation at
+  its best point's client count, and each rule's cluster CPU per request at that point over its
+  in-process CPU per request gives the rule's scale (drawn towards the scale of all rules
+  together when the rule did little); the evaluator's work around the rules gets its own scale.
+  The simulation then charges every rule its in-process CPU on the batches it actually gets,
+  scaled, so costs that grow with a tick's batch or with carried state carry over to
+  configurations that batch differently. Two rounds: the second simulates with the first
+  round's scales, so its batches are close to the cluster's;
+- every rule's CPU per fact derived (per evaluation for rules that derive nothing), measured on
+  the cluster near the current configuration's peak (:func:`rule_costs`), and the evaluator's
+  bookkeeping per tick and per fact received (:func:`fit_bookkeeping`): reported, and used to
+  split a component's cost into per-request and per-tick work for placement; not charged;
 - the fsync time of a durable log write;
 - the *efficiency* of the measured configuration: its measured maximum throughput against its
-  capacity in the model. It is reported, not applied: measured against the model, configurations
-  with a few busy nodes come out below their modelled capacity and configurations with many
-  light nodes above it, so one configuration's efficiency does not carry over to another.
+  capacity in the model. It is reported, not applied.
 
 **Prediction** (:func:`predict`): the configuration runs in the performance simulation
 (:mod:`.perfsim`) at a few loads around the expected peak (averaged over seeds); at the load
@@ -53,6 +60,8 @@ MAX_SIM_CLIENTS = 2048  # beyond this many clients the simulated closed loop mov
 PEAK_SHARE = 0.7  # points within this share of the best one measure rules near the peak
 SIM_WARMUP_S = 0.3
 SIM_MEASURE_S = 0.6
+SCALE_ROUNDS = 2  # rounds of simulating the measured configuration that calibrate the in-process scales
+SCALE_SEEDS = 2  # simulations per round, pooled
 
 
 @dataclass(frozen=True)
@@ -148,32 +157,55 @@ def identities(program: ir.Program, base_file: str | None) -> dict[str, list[str
     return {b.component: [rule_identity(b.component, r, base_file) for r in b.rules] for b in program.blocks}
 
 
-def evaluate_scale(best: WindowProfile, names: Mapping[str, Sequence[str]], point: SimPoint) -> float:
-    """Cluster CPU per in-process CPU of the same evaluation. The in-process CPU per fact of each
-    rule (``point``, a simulation of the same configuration) predicts what the rules would cost
-    in this process for the facts they derived on the cluster; the simulation's ratio of whole
-    ticks to rules adds the evaluator's bookkeeping; the cluster's evaluator CPU (rules and
-    bookkeeping) divided by that is the scale."""
-    measured = 0.0
-    expected = 0.0
+SCALE_PRIOR = 0.02  # a rule's scale is drawn towards the common one as if it had this share of the rules' in-process CPU more
+
+
+def inprocess_scales(best: WindowProfile, names: Mapping[str, Sequence[str]], point: SimPoint) -> tuple[float, dict[str, float], float]:
+    """Cluster CPU per in-process CPU, from ``best`` (a measured point) and ``point`` (the same
+    configuration in the performance simulation at ``best``'s clients), both per request:
+    (all rules measured in both together, each such rule, the evaluator's work around the rules).
+    A rule's own ratio is drawn towards the common one in proportion to how little it ran: its
+    ratio is (cluster + scale * prior) / (in-process + prior), prior being :data:`SCALE_PRIOR` of
+    all rules' in-process CPU."""
+    completed = point.throughput * point.seconds
+    if best.throughput <= 0 or completed <= 0:
+        return 1.0, {}, 1.0
+    cluster: dict[str, float] = {}
+    around_rules = 0.0
     for node in best.nodes:
         ids = names.get(node.component, ())
-        evaluate = _evaluate(node)
-        counted = 0.0
         for rule in node.rules:
-            if rule.number >= len(ids):
-                continue
-            sim_cpu, sim_facts = point.rule_cpu.get(ids[rule.number], (0.0, 0.0))
-            if sim_facts <= 0 or rule.facts_per_s <= 0:
-                continue
-            counted += rule.cpu
-            expected += sim_cpu / sim_facts * rule.facts_per_s
-        if node.rule_cpu > 0:
-            measured += evaluate * counted / node.rule_cpu
-    sim_rules = sum(cpu for cpu, _ in point.rule_cpu.values())
-    bookkeeping = point.evaluate_cpu / sim_rules if sim_rules > 0 and point.evaluate_cpu > sim_rules else 1.0
-    expected *= bookkeeping
-    return measured / expected if expected > 0 else 1.0
+            if rule.number < len(ids) and rule.cpu > 0:
+                cluster[ids[rule.number]] = cluster.get(ids[rule.number], 0.0) + rule.cpu / best.throughput
+        if node.parts:
+            around_rules += max(0.0, node.parts.get("evaluate", 0.0) - node.rule_cpu) / best.throughput
+    here = {k: cpu / completed for k, (cpu, _) in point.rule_cpu.items() if cpu > 0}
+    both = [k for k in cluster if k in here]
+    measured = sum(cluster[k] for k in both)
+    expected = sum(here[k] for k in both)
+    if measured <= 0 or expected <= 0:
+        return 1.0, {}, 1.0
+    scale = measured / expected
+    prior = SCALE_PRIOR * sum(here.values())
+    per_rule = {k: (cluster[k] + scale * prior) / (here[k] + prior) for k in both}
+    here_around = point.evaluate_cpu / completed - sum(here.values())
+    around = around_rules / here_around if around_rules > 0 and here_around > 0 else scale
+    return scale, per_rule, around
+
+
+def _pooled(points: Sequence[SimPoint]) -> SimPoint:
+    """Simulations of one configuration as one: their windows, requests and in-process CPU added up."""
+    seconds = sum(p.seconds for p in points)
+    completed = sum(p.throughput * p.seconds for p in points)
+    rules: dict[str, tuple[float, float]] = {}
+    for p in points:
+        for k, (cpu, facts) in p.rule_cpu.items():
+            c0, f0 = rules.get(k, (0.0, 0.0))
+            rules[k] = (c0 + cpu, f0 + facts)
+    return SimPoint(
+        points[0].clients, completed / seconds if seconds > 0 else 0.0, math.nan, math.nan,
+        rule_cpu=rules, evaluate_cpu=sum(p.evaluate_cpu for p in points), seconds=seconds,
+    )  # fmt: skip
 
 
 Names = Mapping[str, Sequence[str]]  # component -> rule identities of its block, in order
@@ -242,6 +274,7 @@ def calibrate(
     fsyncs = [n.fsync_wall_per_s / n.fsyncs_per_s for p in windows for n in p.nodes if n.fsyncs_per_s > 0]
     costs = TickCosts(
         evaluate_scale=1.0,
+        bookkeeping_scale=1.0,
         msg_in=runtime.msg_in,
         msg_out=runtime.msg_out,
         frame_out=runtime.frame_out,
@@ -255,10 +288,15 @@ def calibrate(
         bookkeeping_fact_in=book_fact,
     )
     eff = effective_quotas(quotas, runtime)
-    point = perfsim.simulate_point(
-        program, topology, costs, eff, period_s, best.clients, base_file, SIM_WARMUP_S, SIM_MEASURE_S, timeout_ms
-    )
-    costs = replace(costs, evaluate_scale=evaluate_scale(best, names, point))
+    for _ in range(SCALE_ROUNDS):  # the first round's batches come from unscaled costs; the next from its scales
+        points = [
+            perfsim.simulate_point(
+                program, topology, costs, eff, period_s, best.clients, base_file, SIM_WARMUP_S, SIM_MEASURE_S, timeout_ms, seed
+            )
+            for seed in range(SCALE_SEEDS)
+        ]
+        scale, per_rule, around = inprocess_scales(best, names, _pooled(points))
+        costs = replace(costs, evaluate_scale=scale, rule_scale=per_rule, bookkeeping_scale=around)
     x = max(best.throughput, 1e-9)
     client_cost = best.client_cpu / x if not math.isnan(best.client_cpu) else math.nan
     partial = Calibration(
@@ -327,15 +365,17 @@ def _average(points: Sequence[SimPoint]) -> SimPoint:
         ticks,
         points[0].rule_cpu,
         points[0].evaluate_cpu,
+        points[0].seconds,
     )
 
 
 def _capacity_of(point: SimPoint, quotas: Mapping[str, float | None]) -> float:
-    """The throughput at which a simulated point's busiest node (per quota) would saturate."""
+    """The throughput at which a simulated point's busiest node (per quota) would saturate (0: a
+    point whose nodes ran nothing in its window tells nothing)."""
     if point.throughput <= 0:
         return 0.0
     worst = max((b / (quotas.get(a) or 1.0) for a, b in point.busy.items()), default=0.0)
-    return point.throughput / worst if worst > 0 else math.inf
+    return point.throughput / worst if worst > 0 else 0.0
 
 
 def load_point(
@@ -385,6 +425,8 @@ def capacity(
     costs = {a: b / point.throughput for a, b in point.busy.items()}
     fixed = calibration.runtime.node
     caps = {a: max(1e-9, (quotas.get(a) or 1.0) - fixed) / c for a, c in costs.items() if c > 0}
+    if not caps:
+        return 0.0, "no node ran in the simulation's window", None, costs
     bound = min(caps, key=lambda a: caps[a])
     throughput = caps[bound]
     host: float | None = None

@@ -3,12 +3,15 @@
 The deterministic simulator (:mod:`hydrodeploy.simulate`) runs the real compiled program; here
 each tick also *takes time*, as it does on the cluster:
 
-- its CPU is what the cluster measured for the same work: every rule's CPU per fact it derived
-  (per evaluation for rules that derive nothing) as measured on the cluster, or, for a rule that
-  never ran there (one a rewrite generated), its CPU in this process scaled to the cluster; the
-  evaluator's bookkeeping per tick and per fact received; the runtime's cost per message received
-  and sent, per frame, per tick, per durable log record and per fsync (:class:`TickCosts`); each
-  tick's CPU varies around that (log-normal, as ticks do on a shared machine);
+- its CPU is the cluster's CPU for the same work: every rule's CPU in this process on the tick's
+  actual facts, times that rule's ratio of cluster CPU to in-process CPU measured at calibration
+  (the ratio of all measured rules together for a rule that never ran on the cluster, one a
+  rewrite generated); the evaluator's own work around the rules, in this process, times its
+  ratio; the runtime's cost per message received and sent, per frame, per tick, per durable log
+  record and per fsync (:class:`TickCosts`). Work that grows with a tick's batch or with the
+  state a rule scans costs what it costs here, scaled: a cost per fact derived or per evaluation
+  measured in one configuration would not carry over to another whose ticks batch differently.
+  Each tick's CPU varies around that (log-normal, as ticks do on a shared machine);
 - that CPU runs under the node's CPU quota as CFS bandwidth control enforces it: at full speed
   while the period's budget lasts, then nothing until the next period;
 - a tick that writes the durable log also waits for the measured fsync;
@@ -18,9 +21,10 @@ each tick also *takes time*, as it does on the cluster:
 A node ticks when it is free and something is pending, over what arrived meanwhile (at most
 :data:`~hydrodeploy.runtime.node.MAX_TICK_FACTS` facts, as node processes do),
 so batch sizes, ticks per second and queueing come out of the model as they do on the cluster.
-Closed-loop clients number their requests like the benchmark clients do and answer a reply
-after a short turnaround; :func:`simulate_point` gives the throughput, latency and every node's
-CPU and ticks under a number of clients.
+Closed-loop clients number their requests like the benchmark clients do (each from its own point
+in the sequence, as clients drift apart on the cluster) and answer a reply after a short
+turnaround; :func:`simulate_point` gives the throughput, latency and every node's CPU (what it
+ran within the measured window) and ticks under a number of clients.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import gc
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from hydrodeploy.language import ir
@@ -43,9 +47,11 @@ from hydrodeploy.simulate.simulation import _Kind
 JITTER = 0.5  # relative spread of message delays
 WARMUP_ROUNDS = 3  # a point's warm-up may end once every client completed this many requests
 MAX_MEASURED = 4000  # a point's measurement may end once this many requests completed
+MIN_MEASURE_S = 0.1  # but not before it spans this long (many CFS periods; waves of replies are not a window)
 CPU_NOISE = 0.3  # spread (log-normal sigma) of a tick's CPU around its cost
 START_SPREAD_MS = 20.0  # clients send their first requests within this long
 CPU_CLOCK = time.thread_time_ns
+SEQUENCE_SPREAD = 1 << 16  # a client's first request number is drawn below this
 STARTUP_MS = 5000.0  # simulated time a configuration may take to start serving (leader election)
 
 
@@ -53,7 +59,7 @@ STARTUP_MS = 5000.0  # simulated time a configuration may take to start serving 
 class TickCosts:
     """What ticks cost on the cluster (seconds of CPU, and of waiting for fsync and the network)."""
 
-    evaluate_scale: float  # cluster CPU per in-process CPU, for rules never measured on the cluster
+    evaluate_scale: float  # cluster CPU per in-process CPU of all measured rules: rules never measured
     msg_in: float
     msg_out: float
     frame_out: float
@@ -63,9 +69,13 @@ class TickCosts:
     fsync_cpu: float = 0.0  # CPU of one fsync
     delay_s: float = 0.0002  # one-way message delay, with the receiver's wake-up
     client_delay_s: float = 0.0002  # a client's turnaround from a reply to its next request
-    rule_fact: dict[str, float] = field(default_factory=dict)  # rule identity -> measured seconds per fact derived
-    rule_call: dict[str, float] = field(default_factory=dict)  # rule identity -> measured seconds per evaluation
-    bookkeeping_tick: float = 0.0  # the evaluator's work around the rules, per tick
+    rule_scale: dict[str, float] = field(default_factory=dict)  # rule identity -> cluster CPU per in-process CPU
+    bookkeeping_scale: float = 1.0  # cluster CPU per in-process CPU of the evaluator's work around the rules
+    # measured on the cluster near the calibration's peak, for reports and the partition split
+    # (:mod:`.evaluate`); the simulation charges in-process CPU scaled, not these
+    rule_fact: dict[str, float] = field(default_factory=dict)  # rule identity -> seconds per fact derived
+    rule_call: dict[str, float] = field(default_factory=dict)  # rule identity -> seconds per evaluation
+    bookkeeping_tick: float = 0.0  # the evaluator's work around the rules, per tick (fitted)
     bookkeeping_fact_in: float = 0.0  # and per fact received
 
     def to_json(self) -> dict[str, Any]:
@@ -73,7 +83,8 @@ class TickCosts:
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> TickCosts:
-        return TickCosts(**data)
+        known = {f.name for f in fields(TickCosts)}
+        return TickCosts(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ class SimPoint:
     ticks: dict[str, float] = field(default_factory=dict)  # ticks per second of each node
     rule_cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # identity -> (CPU s, facts) in this process
     evaluate_cpu: float = 0.0  # CPU s of every tick's evaluation in this process, unscaled
+    seconds: float = 0.0  # simulated length of the measured window
 
 
 class _Budget:
@@ -97,12 +109,20 @@ class _Budget:
         self.current = -1
         self.left = 0.0
         self.used = 0.0
+        self.spent: dict[int, float] = {}  # CPU run in each period, by the period's index
 
     def run(self, start: float, cpu: float) -> float:
         """When ``cpu`` seconds of CPU started at ``start`` finish."""
         self.used += cpu
+        spent = self.spent
         if self.quota is None:
-            return start + cpu
+            t, end = start, start + cpu
+            while t < end:
+                index = math.floor(t / self.period + 1e-9)
+                step = min(end, (index + 1) * self.period) - t
+                spent[index] = spent.get(index, 0.0) + step
+                t += max(step, 1e-12)
+            return end
         t = start
         index = max(self.current, math.floor(t / self.period + 1e-9))
         while True:
@@ -113,11 +133,27 @@ class _Budget:
             can = min(self.left, max(0.0, boundary - t))
             if cpu <= can:
                 self.left -= cpu
+                spent[index] = spent.get(index, 0.0) + cpu
                 return t + cpu
             cpu -= can
             self.left -= can
+            spent[index] = spent.get(index, 0.0) + can
             index += 1
             t = max(t, index * self.period)
+
+    def used_between(self, start: float, end: float) -> float:
+        """CPU run between ``start`` and ``end`` (seconds; a period partly inside counts in
+        proportion). A tick that started before ``start`` or runs on past ``end`` counts only for
+        what it ran inside: a few long ticks would otherwise put more CPU in a window than it had."""
+        period = self.period
+        total = 0.0
+        for index in range(math.floor(start / period), math.floor(end / period) + 1):
+            cpu = self.spent.get(index)
+            if cpu:
+                lo, hi = max(start, index * period), min(end, (index + 1) * period)
+                if hi > lo:
+                    total += cpu * (hi - lo) / period
+        return total
 
 
 class PerfSimulation(Simulation):
@@ -167,13 +203,17 @@ class PerfSimulation(Simulation):
         """Request ids as the benchmark clients make them: ``1 << 44 | n << 24 | sequence``
         (partitioning by id then sees the same patterns)."""
         n = int(client.address.rsplit("/", 1)[1])
-        seq = self._sequence.get(client.address, 0)
+        first = client.address not in self._sequence
+        # each client from its own point in the sequence: clients that moved in lockstep would
+        # send one wave of requests with equal sequence numbers, all to one partition of a
+        # component partitioned by request id (on the cluster, clients drift apart)
+        seq = self.rng.randrange(SEQUENCE_SPREAD) if first else self._sequence[client.address]
         self._sequence[client.address] = seq + 1
         request_id = (1 << 44) | (n << 24) | seq
         self._issued += 1
         client.current = request_id
         saved = self.now_ms
-        if seq == 0:  # clients start over the first few milliseconds, not in lockstep
+        if first:  # clients start over the first few milliseconds, not in lockstep
             self.now_ms += self.rng.uniform(0.0, START_SPREAD_MS)
         try:
             self.requests[request_id] = RequestRecord(client.address, request_id, self.now_ms)
@@ -194,7 +234,7 @@ class PerfSimulation(Simulation):
         inbox, node.pending = node.pending[:MAX_TICK_FACTS], node.pending[MAX_TICK_FACTS:]
         timers, node.fired = node.fired, set()
         counters = node.evaluator.counters
-        before = {n: (c.calls, c.facts, c.ns) for n, c in counters.items()}
+        before = {n: (c.calls, c.ns) for n, c in counters.items()}
         c0 = CPU_CLOCK()
         result = node.evaluator.tick(node.state, inbox, sorted(timers))
         evaluate = (CPU_CLOCK() - c0) / 1e9
@@ -204,20 +244,18 @@ class PerfSimulation(Simulation):
         node.last_db = result.db
         node.ticks += 1
         costs = self.costs
-        cpu = costs.bookkeeping_tick + costs.bookkeeping_fact_in * len(inbox)
         names = self.identities.get(node.component, [])
+        cpu = 0.0
+        rules = 0.0  # in-process CPU of the rules that ran
         for number, c in counters.items():
-            calls0, facts0, ns0 = before[number]
+            calls0, ns0 = before[number]
             if c.calls == calls0:
                 continue
+            ns = (c.ns - ns0) / 1e9
+            rules += ns
             name = names[number] if number < len(names) else ""
-            per_fact = costs.rule_fact.get(name)
-            if per_fact is not None and c.facts > facts0:
-                cpu += per_fact * (c.facts - facts0)
-            elif name in costs.rule_call:
-                cpu += costs.rule_call[name] * (c.calls - calls0)
-            else:  # never measured on the cluster: its CPU here, scaled
-                cpu += (c.ns - ns0) / 1e9 * costs.evaluate_scale
+            cpu += ns * costs.rule_scale.get(name, costs.evaluate_scale)
+        cpu += max(0.0, evaluate - rules) * costs.bookkeeping_scale
         frames = {self._endpoint(dst) for dst, _, _ in result.outbox}
         cpu += (
             costs.tick
@@ -298,9 +336,9 @@ def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float
     """Warm up until ``start_ms`` once every client had a request answered (a configuration's
     start-up, an election say, may take up to :data:`STARTUP_MS`), or until every client completed
     :data:`WARMUP_ROUNDS` requests,
-    then measure until ``end_ms`` (or until :data:`MAX_MEASURED` requests completed: fast
-    configurations need less simulated time for the same precision)."""
-    used_before: dict[str, float] = {}
+    then measure until ``end_ms`` (or until :data:`MAX_MEASURED` requests completed, once the window
+    spans :data:`MIN_MEASURE_S`: fast configurations need less simulated time for the same
+    precision)."""
     ticks_before: dict[str, int] = {}
     rules_before: dict[str, tuple[float, float]] = {}
     window: list[float] = []  # [start, completed at start]
@@ -311,12 +349,12 @@ def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float
         if not window:
             # past start-up (an election, say): every client has had a request answered
             if (s.now_ms >= start_ms and done >= clients) or done >= warm:
-                used_before.update({a: b.used for a, b in sim.budgets.items()})
                 ticks_before.update(sim.tick_counts)
                 rules_before.update(sim.rule_cpu())
                 window.extend([s.now_ms, float(done), sim.evaluate_s])
             return False
-        return s.now_ms - window[0] >= measure_s * 1000 or done - window[1] >= MAX_MEASURED
+        elapsed = s.now_ms - window[0]
+        return elapsed >= measure_s * 1000 or (done - window[1] >= MAX_MEASURED and elapsed >= MIN_MEASURE_S * 1000)
 
     result = sim.run(max_time_ms=end_ms + (end_ms - start_ms) + STARTUP_MS, drain_ms=0.0, stop_when=watch)
     if not window:
@@ -328,7 +366,7 @@ def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float
         for r in result.requests.values()
         if r.done_ms is not None and begin <= r.done_ms <= end and r.latency_ms is not None
     )
-    busy = {a: (b.used - used_before.get(a, 0.0)) / seconds for a, b in sim.budgets.items()}
+    busy = {a: b.used_between(begin / 1000, end / 1000) / seconds for a, b in sim.budgets.items()}
     ticks = {a: (n - ticks_before.get(a, 0)) / seconds for a, n in sim.tick_counts.items()}
     rules = {
         k: (cpu - rules_before.get(k, (0.0, 0.0))[0], facts - rules_before.get(k, (0.0, 0.0))[1])
@@ -336,5 +374,6 @@ def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float
     }
     evaluate = sim.evaluate_s - window[2]
     return SimPoint(
-        clients, len(latencies) / seconds, percentile(latencies, 50), percentile(latencies, 99), busy, ticks, rules, evaluate
+        clients, len(latencies) / seconds, percentile(latencies, 50), percentile(latencies, 99), busy, ticks, rules, evaluate,
+        seconds,
     )

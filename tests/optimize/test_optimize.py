@@ -18,8 +18,14 @@ from hydrodeploy.optimize.candidates import (
 )
 from hydrodeploy.optimize.choose import ComponentTerm, place
 from hydrodeploy.optimize.config import Configuration, Partitioning, derive, rule_identity
-from hydrodeploy.optimize.costmodel import RuntimeFit, fit_runtime
-from hydrodeploy.optimize.perfsim import TickCosts, _Budget, simulate_point
+from hydrodeploy.optimize.costmodel import RuntimeFit, _pooled, fit_runtime, inprocess_scales
+from hydrodeploy.optimize.perfsim import (
+    PerfSimulation,
+    SimPoint,
+    TickCosts,
+    _Budget,
+    simulate_point,
+)
 from hydrodeploy.profile.counters import ChannelRate, NodeProfile, RuleProfile, WindowProfile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +86,18 @@ def test_cfs_budget_runs_a_quota_per_period() -> None:
     assert _Budget(None, 0.01).run(1.0, 0.5) == 1.5
 
 
+def test_cfs_budget_counts_only_the_cpu_run_inside_a_window() -> None:
+    budget = _Budget(0.05, 0.01)
+    budget.run(0.0, 0.002)  # one long tick: 0.5 ms in each of the first four periods
+    assert budget.used_between(0.0, 0.04) == pytest.approx(0.002)
+    assert budget.used_between(0.02, 0.04) == pytest.approx(0.001)  # not the whole tick that ran into it
+    assert budget.used_between(0.0, 0.005) == pytest.approx(0.00025)  # half of the first period
+    free = _Budget(None, 0.01)
+    free.run(0.005, 0.01)
+    assert free.used_between(0.0, 0.01) == pytest.approx(0.005)
+    assert free.used_between(0.01, 0.02) == pytest.approx(0.005)
+
+
 def _node(address: str, cpu: float, msgs_in: float, msgs_out: float, ticks: float, rules: float) -> NodeProfile:
     return NodeProfile(
         address=address,
@@ -127,10 +145,62 @@ def test_performance_simulation_is_bound_by_the_quota() -> None:
     quotas = {a: 0.05 for _, a, _ in topology.addresses()}
     point = simulate_point(program, topology, costs, quotas, 0.01, 64, base.path, 0.2, 0.4)
     assert point.throughput > 0
-    assert point.busy["leader/0"] <= 0.05 * 1.1  # CPU is charged when a tick starts: the window edge blurs it
+    assert point.busy["leader/0"] <= 0.05 + 1e-9  # only the CPU run inside the window
     assert point.busy["leader/0"] > point.busy["participant/0"]
     unthrottled = simulate_point(program, topology, costs, dict.fromkeys(quotas), 0.01, 64, base.path, 0.2, 0.4)
     assert unthrottled.throughput > 2 * point.throughput
+
+
+def test_performance_simulation_charges_in_process_cpu_scaled_per_rule() -> None:
+    base = load_program(VOTING)
+    program, topology = derive(base, Configuration())
+    quotas = dict.fromkeys((a for _, a, _ in topology.addresses()), None)
+    plain = TickCosts(evaluate_scale=1.0, msg_in=0.0, msg_out=0.0, frame_out=0.0, tick=0.0, log_record=0.0, bookkeeping_scale=0.0)
+    ids = {rule_identity(b.component, r, base.path) for b in program.blocks for r in b.rules}
+    for costs, scale in [
+        (plain, 1.0),
+        (TickCosts(**{**plain.to_json(), "rule_scale": dict.fromkeys(ids, 10.0)}), 10.0),  # each rule's own scale
+        (TickCosts(**{**plain.to_json(), "evaluate_scale": 4.0}), 4.0),  # rules without one: the common scale
+    ]:
+        point = simulate_point(program, topology, costs, quotas, 0.01, 16, base.path, 0.1, 0.3)
+        assert point.seconds > 0 and point.throughput > 0
+        here = sum(cpu for cpu, _ in point.rule_cpu.values())
+        # what the nodes ran in the window: the rules' CPU in this process, scaled (log-normal noise, window edges)
+        assert sum(point.busy.values()) * point.seconds == pytest.approx(scale * here, rel=0.1)
+
+
+def test_in_process_scales_compare_cluster_and_simulation_per_request() -> None:
+    rules = (RuleProfile(0, "a", ":-", 0.006, 100.0, 100.0), RuleProfile(1, "b", ":-", 0.002, 100.0, 100.0))
+    node = NodeProfile("n/0", "n", 0.05, 0.03, 100.0, 1000.0, rules, (), (), parts={"evaluate": 0.012})
+    best = WindowProfile(0, 8, 1000.0, 1.0, 0.1, (node,))  # per request: a 6 µs, b 2 µs, around the rules 4 µs
+    point = SimPoint(8, 500.0, 1.0, 2.0, rule_cpu={"a": (0.003, 0.0), "b": (0.002, 0.0)}, evaluate_cpu=0.006, seconds=2.0)
+    scale, per_rule, around = inprocess_scales(best, {"n": ["a", "b"]}, point)  # here: a 3 µs, b 2 µs, around 1 µs
+    assert scale == pytest.approx(8 / 5)
+    prior = 0.02 * 5
+    assert per_rule["a"] == pytest.approx((6 + scale * prior) / (3 + prior))
+    assert per_rule["b"] == pytest.approx((2 + scale * prior) / (2 + prior))
+    assert around == pytest.approx(4.0)
+    assert inprocess_scales(best, {"n": ["a", "b"]}, SimPoint(8, 0.0, 1.0, 2.0)) == (1.0, {}, 1.0)
+    half = SimPoint(8, 500.0, 1.0, 2.0, rule_cpu={"a": (0.0015, 0.0), "b": (0.001, 0.0)}, evaluate_cpu=0.003, seconds=1.0)
+    assert inprocess_scales(best, {"n": ["a", "b"]}, _pooled([half, half])) == pytest.approx((scale, per_rule, around))
+
+
+def test_clients_start_at_their_own_sequence_numbers() -> None:
+    base = load_program(VOTING)
+    program, topology = derive(base, Configuration())
+    costs = TickCosts(evaluate_scale=1.0, msg_in=0.0, msg_out=0.0, frame_out=0.0, tick=0.0, log_record=0.0)
+    sim = PerfSimulation(program, topology, costs, {}, 0.01, 64, base.path)
+    sim.run(max_time_ms=1.0, drain_ms=0.0)
+    first = [rid & ((1 << 24) - 1) for rid in sim.requests]
+    assert len(first) == 64
+    assert len({s % 4 for s in first}) == 4  # a wave of first requests spreads over partitions by id
+
+
+def test_calibrations_written_before_in_process_scales_still_load() -> None:
+    old = {"evaluate_scale": 2.0, "msg_in": 1e-6, "msg_out": 1e-6, "frame_out": 1e-5, "tick": 1e-4, "log_record": 0.0,
+           "rule_fact": {"r": 1e-6}, "rule_call": {}, "bookkeeping_tick": 1e-5, "retired": 1.0}  # fmt: skip
+    costs = TickCosts.from_json(old)
+    assert costs.evaluate_scale == 2.0 and costs.rule_scale == {} and costs.bookkeeping_scale == 1.0
 
 
 def test_sweeps_tolerate_one_slo_breach_but_not_two() -> None:
