@@ -8,7 +8,7 @@ each ``load`` message the process runs one measured point:
   first request, built as :class:`~hydrodeploy.simulate.clients.ClientProtocol` says, to every
   instance of the input's component; each reply completes its request and the client sends the
   next one at once (closed loop). Requests are sent in batches: everything issued while handling
-  one incoming frame goes out as one frame per node;
+  the frames that arrived together (in one turn of the event loop) goes out as one frame per node;
 - with ``timeout_ms`` an unanswered request is re-sent (same id) after that long;
 - latencies (first send to first reply) of requests completed in the measurement window, which
   follows ``warmup`` seconds and lasts ``measure`` seconds, go into an HdrHistogram (microseconds);
@@ -136,6 +136,7 @@ class ClientProcess:
         self.rng = random.Random(spec.seed * 7919 + spec.index)
         self.point: _Point | None = None
         self._out: list[Message] = []
+        self._flush_scheduled = False
         self._stop = asyncio.Event()
 
     # ---- the closed loop ------------------------------------------------------------------------
@@ -155,6 +156,17 @@ class ClientProcess:
         if self._out:
             out, self._out = self._out, []
             self.transport.send(out)
+
+    def _flush_soon(self) -> None:
+        """Send what is waiting once the event loop has handled every frame that arrived with
+        this one: the requests answered by several reply frames leave in one frame per node."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
 
     def _on_data(self, sender: str, groups: Groups, size: int) -> None:
         point = self.point
@@ -187,7 +199,7 @@ class ClientProcess:
                     point.bins[min(len(point.bins) - 1, int((now - point.measure_start) / point.params.bin_s))] += 1
                 if point.issuing:
                     self._issue(point, client, now)
-        self._flush()
+        self._flush_soon()
 
     async def _retry(self, point: _Point, timeout_s: float) -> None:
         while point.issuing:
