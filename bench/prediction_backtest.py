@@ -265,6 +265,8 @@ def backtest_iteration(run: Path, it: Mapping[str, Any], mode: str) -> Row | Non
     perfsim.MAX_TICK_FACTS = cap if cap is not None else UNCAPPED  # simulate the nodes as they ran then
     started = time.perf_counter()
     calibration = refit(run, base, parent, int(it["index"]), stored) if mode == "refit" else stored
+    if mode == "stored" and not stored.costs.rule_scale:
+        row.warnings.append("the stored calibration has no per-rule in-process scales (made before them): use --calibration refit")
     around = _around(decision, calibration, float((parent.get("measured") or {}).get("max_throughput", 0.0)))
     prediction = predict(calibration, program, topology, _quotas(topology, quota), around=around, timeout_ms=timeout)
     row.seconds = time.perf_counter() - started
