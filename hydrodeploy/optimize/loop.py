@@ -59,7 +59,7 @@ from hydrodeploy.optimize.evaluate import EvaluationError, structure_costs
 from hydrodeploy.profile.counters import WindowProfile
 from hydrodeploy.profile.session import Measured, TolerantPlateau, profiled_sweep
 from hydrodeploy.report.rundir import RunDirectory
-from hydrodeploy.runtime.topology import Topology
+from hydrodeploy.runtime.topology import Topology, is_client
 from hydrodeploy.simulate import Network, Workload
 from hydrodeploy.simulate.equivalence import Mode, check_equivalence
 
@@ -69,6 +69,7 @@ CALIBRATION_COUNTS = (4, 32, 256)
 DEFAULT_BUDGET = 64  # machines, when the workload names no budget
 TOP_PREDICTED = 3  # placements predicted with the full performance simulation
 MAX_FAILURES = 2  # rolled-back attempts from one configuration before the loop stops
+CO_BOTTLENECK = 0.05  # another component this close to the bottleneck's saturation is one too
 MIN_SHARE = 0.05  # decouplings of rules that send nothing and take less of the bottleneck's rule CPU are not tried
 
 
@@ -472,18 +473,27 @@ class Analysis:
             host, timeout, measured_from=f"iteration {current.index}, point {best_point}",
         )  # fmt: skip
         candidates = find_candidates(self.base, current.config, neck.component)
-        shares = _rule_shares(best, neck.address, identities(program, self.base_path).get(neck.component, []))
         kept: list[tuple[DecouplingOption, float]] = []
         pruned: list[tuple[DecouplingOption, float]] = []
-        block = program.block(neck.component)
-        sending = {
-            rule_identity(neck.component, r, self.base_path) for r in (block.rules if block else ()) if r.kind is ir.RuleKind.ASYNC
-        }
-        for option in candidates.decouplings:
-            share = sum(shares.get(i, 0.0) for i in option.identities)
-            # rules that send cost the node more than their rule CPU (encoding, frames): never left out
-            sends = bool(option.identities & sending)
-            (kept if share >= MIN_SHARE or sends else pruned).append((option, share))
+        names = identities(program, self.base_path)
+        # the bottleneck's component, and any other saturated as much (relieving one of two
+        # saturated components cannot raise the throughput)
+        for component, address, found in [
+            (neck.component, neck.address, candidates),
+            *((c, a, find_candidates(self.base, current.config, c)) for c, a in _co_bottlenecks(best, neck)),
+        ]:
+            shares = _rule_shares(best, address, names.get(component, []))
+            block = program.block(component)
+            sending = {
+                rule_identity(component, r, self.base_path) for r in (block.rules if block else ()) if r.kind is ir.RuleKind.ASYNC
+            }
+            for option in found.decouplings:
+                share = sum(shares.get(i, 0.0) for i in option.identities)
+                # rules that send cost the node more than their rule CPU (encoding, frames): never left out
+                sends = bool(option.identities & sending)
+                (kept if share >= MIN_SHARE or sends else pruned).append((option, share))
+            if found is not candidates:
+                candidates.rejected.extend(found.rejected)
         candidates = replace(candidates, decouplings=[o for o, _ in kept])
         evaluated = self._evaluate_structures(current, candidates, calibration)
         tried = self.tried()
@@ -611,6 +621,21 @@ def _component_counts(topology: Topology) -> dict[str, int]:
     for component, _, _ in topology.addresses():
         out[component] = out.get(component, 0) + 1
     return out
+
+
+def _co_bottlenecks(profile: WindowProfile, neck: Bottleneck) -> list[tuple[str, str]]:
+    """(component, busiest node) of every other component whose busiest node is saturated within
+    :data:`CO_BOTTLENECK` of the bottleneck (CPU against quota)."""
+    busiest: dict[str, tuple[float, str]] = {}
+    for node in profile.nodes:
+        if node.component == neck.component or is_client(node.address):
+            continue
+        load = node.saturation
+        if load > busiest.get(node.component, (-1.0, ""))[0]:
+            busiest[node.component] = (load, node.address)
+    return sorted(
+        (c, a) for c, (load, a) in busiest.items() if load >= neck.saturation - CO_BOTTLENECK and load >= 0.9
+    )
 
 
 def _rule_shares(profile: WindowProfile, address: str, names: Sequence[str]) -> dict[str, float]:
