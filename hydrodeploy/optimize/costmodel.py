@@ -15,8 +15,9 @@ throughput of any configuration.
   together when the rule did little); the evaluator's work around the rules gets its own scale.
   The simulation then charges every rule its in-process CPU on the batches it actually gets,
   scaled, so costs that grow with a tick's batch or with carried state carry over to
-  configurations that batch differently. Two rounds: the second simulates with the first
-  round's scales, so its batches are close to the cluster's;
+  configurations that batch differently. Two rounds of two simulations (pooled, as in-process
+  timings and closed-loop batching vary from run to run): the second round simulates with the
+  first round's scales, so its batches are close to the cluster's;
 - every rule's CPU per fact derived (per evaluation for rules that derive nothing), measured on
   the cluster near the current configuration's peak (:func:`rule_costs`), and the evaluator's
   bookkeeping per tick and per fact received (:func:`fit_bookkeeping`): reported, and used to

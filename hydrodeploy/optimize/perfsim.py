@@ -21,10 +21,9 @@ each tick also *takes time*, as it does on the cluster:
 A node ticks when it is free and something is pending, over what arrived meanwhile (at most
 :data:`~hydrodeploy.runtime.node.MAX_TICK_FACTS` facts, as node processes do),
 so batch sizes, ticks per second and queueing come out of the model as they do on the cluster.
-Closed-loop clients number their requests like the benchmark clients do (each from its own point
-in the sequence, as clients drift apart on the cluster) and answer a reply after a short
-turnaround; :func:`simulate_point` gives the throughput, latency and every node's CPU (what it
-ran within the measured window) and ticks under a number of clients.
+Closed-loop clients number their requests like the benchmark clients do and answer a reply
+after a short turnaround; :func:`simulate_point` gives the throughput, latency and every node's
+CPU and ticks under a number of clients.
 """
 
 from __future__ import annotations
@@ -51,7 +50,6 @@ MIN_MEASURE_S = 0.1  # but not before it spans this long (many CFS periods; wave
 CPU_NOISE = 0.3  # spread (log-normal sigma) of a tick's CPU around its cost
 START_SPREAD_MS = 20.0  # clients send their first requests within this long
 CPU_CLOCK = time.thread_time_ns
-SEQUENCE_SPREAD = 1 << 16  # a client's first request number is drawn below this
 STARTUP_MS = 5000.0  # simulated time a configuration may take to start serving (leader election)
 
 
@@ -109,20 +107,12 @@ class _Budget:
         self.current = -1
         self.left = 0.0
         self.used = 0.0
-        self.spent: dict[int, float] = {}  # CPU run in each period, by the period's index
 
     def run(self, start: float, cpu: float) -> float:
         """When ``cpu`` seconds of CPU started at ``start`` finish."""
         self.used += cpu
-        spent = self.spent
         if self.quota is None:
-            t, end = start, start + cpu
-            while t < end:
-                index = math.floor(t / self.period + 1e-9)
-                step = min(end, (index + 1) * self.period) - t
-                spent[index] = spent.get(index, 0.0) + step
-                t += max(step, 1e-12)
-            return end
+            return start + cpu
         t = start
         index = max(self.current, math.floor(t / self.period + 1e-9))
         while True:
@@ -133,27 +123,11 @@ class _Budget:
             can = min(self.left, max(0.0, boundary - t))
             if cpu <= can:
                 self.left -= cpu
-                spent[index] = spent.get(index, 0.0) + cpu
                 return t + cpu
             cpu -= can
             self.left -= can
-            spent[index] = spent.get(index, 0.0) + can
             index += 1
             t = max(t, index * self.period)
-
-    def used_between(self, start: float, end: float) -> float:
-        """CPU run between ``start`` and ``end`` (seconds; a period partly inside counts in
-        proportion). A tick that started before ``start`` or runs on past ``end`` counts only for
-        what it ran inside: a few long ticks would otherwise put more CPU in a window than it had."""
-        period = self.period
-        total = 0.0
-        for index in range(math.floor(start / period), math.floor(end / period) + 1):
-            cpu = self.spent.get(index)
-            if cpu:
-                lo, hi = max(start, index * period), min(end, (index + 1) * period)
-                if hi > lo:
-                    total += cpu * (hi - lo) / period
-        return total
 
 
 class PerfSimulation(Simulation):
@@ -203,17 +177,13 @@ class PerfSimulation(Simulation):
         """Request ids as the benchmark clients make them: ``1 << 44 | n << 24 | sequence``
         (partitioning by id then sees the same patterns)."""
         n = int(client.address.rsplit("/", 1)[1])
-        first = client.address not in self._sequence
-        # each client from its own point in the sequence: clients that moved in lockstep would
-        # send one wave of requests with equal sequence numbers, all to one partition of a
-        # component partitioned by request id (on the cluster, clients drift apart)
-        seq = self.rng.randrange(SEQUENCE_SPREAD) if first else self._sequence[client.address]
+        seq = self._sequence.get(client.address, 0)
         self._sequence[client.address] = seq + 1
         request_id = (1 << 44) | (n << 24) | seq
         self._issued += 1
         client.current = request_id
         saved = self.now_ms
-        if first:  # clients start over the first few milliseconds, not in lockstep
+        if seq == 0:  # clients start over the first few milliseconds, not in lockstep
             self.now_ms += self.rng.uniform(0.0, START_SPREAD_MS)
         try:
             self.requests[request_id] = RequestRecord(client.address, request_id, self.now_ms)
@@ -339,6 +309,7 @@ def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float
     then measure until ``end_ms`` (or until :data:`MAX_MEASURED` requests completed, once the window
     spans :data:`MIN_MEASURE_S`: fast configurations need less simulated time for the same
     precision)."""
+    used_before: dict[str, float] = {}
     ticks_before: dict[str, int] = {}
     rules_before: dict[str, tuple[float, float]] = {}
     window: list[float] = []  # [start, completed at start]
@@ -349,6 +320,7 @@ def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float
         if not window:
             # past start-up (an election, say): every client has had a request answered
             if (s.now_ms >= start_ms and done >= clients) or done >= warm:
+                used_before.update({a: b.used for a, b in sim.budgets.items()})
                 ticks_before.update(sim.tick_counts)
                 rules_before.update(sim.rule_cpu())
                 window.extend([s.now_ms, float(done), sim.evaluate_s])
@@ -366,7 +338,7 @@ def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float
         for r in result.requests.values()
         if r.done_ms is not None and begin <= r.done_ms <= end and r.latency_ms is not None
     )
-    busy = {a: b.used_between(begin / 1000, end / 1000) / seconds for a, b in sim.budgets.items()}
+    busy = {a: (b.used - used_before.get(a, 0.0)) / seconds for a, b in sim.budgets.items()}
     ticks = {a: (n - ticks_before.get(a, 0)) / seconds for a, n in sim.tick_counts.items()}
     rules = {
         k: (cpu - rules_before.get(k, (0.0, 0.0))[0], facts - rules_before.get(k, (0.0, 0.0))[1])
