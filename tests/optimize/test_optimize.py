@@ -169,7 +169,9 @@ def test_in_process_scales_compare_cluster_and_simulation_per_request() -> None:
     assert around == pytest.approx(4.0)
     assert inprocess_scales(best, {"n": ["a", "b"]}, SimPoint(8, 0.0, 1.0, 2.0)) == (1.0, {}, 1.0)
     half = SimPoint(8, 500.0, 1.0, 2.0, rule_cpu={"a": (0.0015, 0.0), "b": (0.001, 0.0)}, evaluate_cpu=0.003, seconds=1.0)
-    assert inprocess_scales(best, {"n": ["a", "b"]}, _pooled([half, half])) == pytest.approx((scale, per_rule, around))
+    pooled_scale, pooled_rules, pooled_around = inprocess_scales(best, {"n": ["a", "b"]}, _pooled([half, half]))
+    assert (pooled_scale, pooled_around) == pytest.approx((scale, around))
+    assert pooled_rules == pytest.approx(per_rule)
 
 
 def test_calibrations_written_before_in_process_scales_still_load() -> None:
