@@ -273,7 +273,9 @@ def make_plan(path: Path, throughput: float, p99_ms: float | None = None, machin
         f"{rt.rows} node measurements fitted: per message in {rt.msg_in * 1e6:.2f} µs, out {rt.msg_out * 1e6:.2f} µs, "
         f"per frame {rt.frame_out * 1e6:.1f} µs, per tick {rt.tick * 1e6:.1f} µs, per fsync {rt.fsync * 1e6:.1f} µs, "
         f"{rt.node:.4f} cores per node at rest",
-        f"{len(calibration.costs.rule_fact) + len(calibration.costs.rule_call)} rules' CPU measured per fact on the cluster",
+        f"{len(calibration.costs.rule_scale)} rules' CPU on the cluster against the same rules in this process "
+        f"(others scaled by {calibration.costs.evaluate_scale:.2f}x): the simulation charges each rule its CPU "
+        "here on the simulated batches, scaled",
         f"iteration {final['index']} reached {calibration.efficiency:.0%} of its modelled capacity",
         f"machines: {machine.note}" + ("" if calibration.host_cores is None else f"; cores of this host the deployment may use: {calibration.host_cores:.2f}"),
     ]
