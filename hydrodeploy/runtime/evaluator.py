@@ -162,7 +162,6 @@ class NodeEvaluator:
         for stratum in plan.strata:
             for rule in stratum.rules:
                 by_head.setdefault(rule.head, []).append(rule)
-        recursive = {r.number for s in plan.strata if s.recursive for r in s.rules}
         static = {rel for rel in self.static if rel not in self.derived and rel not in brought}
         done: set[int] = set()
         db: dict[str, set[Fact]] = {rel: set(v) for rel, v in self.static.items()}
@@ -175,11 +174,12 @@ class NodeEvaluator:
                 if (
                     head in brought
                     or head in self.static  # it has facts of its own besides the rules: left alone
-                    or any(r.number in recursive or r.rule_functions for r in siblings)
+                    or any(r.rule_functions for r in siblings)  # (a relation's rules share its stratum)
                     or not all(a.relation in static for r in siblings for a in r.rule.atoms())
                 ):
                     continue
                 target = db.setdefault(head, set())
+                before = len(target)
                 indexes = _Indexes(db)
                 try:
                     if rule.aggregate is None:
@@ -192,7 +192,7 @@ class NodeEvaluator:
                     raise _fault(rule, exc) from exc
                 counters = self.counters[rule.number]
                 counters.calls += 1
-                counters.facts += len(target)
+                counters.facts += len(target) - before
                 done.add(rule.number)
                 if all(r.number in done for r in siblings):
                     static.add(head)

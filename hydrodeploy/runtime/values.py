@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from itertools import chain
 from typing import Any
 
@@ -104,30 +104,28 @@ def sorted_rows(rows: Collection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return sorted(rows, key=tuple_order_key)
 
 
-def max_value(values: Collection[Any]) -> Any:
-    """``max(values, key=order_key)``, natively when that is the same (above)."""
+def _extreme(pick: Callable[..., Any], values: Collection[Any]) -> Any:
+    """``pick(values, key=order_key)`` (``pick`` is max or min), natively when that is the same
+    (above)."""
     if len(values) == 1:
         for value in values:
             return value
     if natively_ordered(values):
         try:
-            return max(values)
+            return pick(values)
         except TypeError:
             pass
-    return max(values, key=order_key)
+    return pick(values, key=order_key)
+
+
+def max_value(values: Collection[Any]) -> Any:
+    """``max(values, key=order_key)``, natively when that is the same (above)."""
+    return _extreme(max, values)
 
 
 def min_value(values: Collection[Any]) -> Any:
     """``min(values, key=order_key)``, natively when that is the same (above)."""
-    if len(values) == 1:
-        for value in values:
-            return value
-    if natively_ordered(values):
-        try:
-            return min(values)
-        except TypeError:
-            pass
-    return min(values, key=order_key)
+    return _extreme(min, values)
 
 
 def divide(left: Any, right: Any) -> Any:
