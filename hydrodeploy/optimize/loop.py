@@ -577,7 +577,7 @@ class Analysis:
                 out.append(entry)
                 continue
             placement = place(costs.terms, self.budget, calibration.host_cores, costs.host_cost, calibration.runtime.node)
-            ceiling = place(costs.terms, self.budget).throughput  # with no host limit: how far it can go
+            ceiling = place(costs.terms, self.budget).maximum  # with no host limit: how far it can go
             try:
                 config = self._within_budget(costs.configuration(placement.counts))
             except HydrodeployError as exc:  # the partitioned program does not derive
