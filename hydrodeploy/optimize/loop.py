@@ -497,6 +497,10 @@ class Analysis:
         candidates = replace(candidates, decouplings=[o for o, _ in kept])
         evaluated = self._evaluate_structures(current, candidates, calibration)
         tried = self.tried()
+        for e in evaluated:
+            earlier = [it.index for it in self.iterations if it.config.steps_text() == e["config"].steps_text()]
+            if earlier:
+                e["skipped"] = f"measured before (iteration {earlier[-1]})"
         ranked = sorted(
             (e for e in evaluated if e["placement"].status == "optimal" and e["config"].steps_text() not in tried),
             key=lambda e: (-_bucket(e["placement"].throughput), -e["ceiling"]),
@@ -568,7 +572,10 @@ class Analysis:
         around = max(8, calibration.clients)
         timeout = self.workload.clients.timeout_ms
         for combo, structure in structures(self.base, current.config, candidates):
-            entry: dict[str, Any] = {"combo": combo, "structure": structure, "config": structure, "ceiling": 0.0}
+            entry: dict[str, Any] = {
+                "combo": combo, "structure": structure, "config": structure, "ceiling": 0.0,
+                "reason": _structure_reason(combo, current.config, candidates, self.budget),
+            }  # fmt: skip
             try:
                 costs = structure_costs(self.base, structure, calibration, self.quota, around, timeout)
             except EvaluationError as exc:
@@ -606,6 +613,24 @@ def _scaled_clients(clients: int, gain: float) -> int:
 def _bucket(throughput: float) -> int:
     """Throughputs within ~5% of each other fall in one bucket (the model cannot tell them apart)."""
     return int(math.log(throughput) / math.log(1.05)) if throughput > 0 else -1
+
+
+def _structure_reason(combo: Sequence[int], current: Configuration, candidates: Candidates, budget: int) -> str:
+    """Why a structure is offered: its new decouplings, or (no new decoupling) the current
+    structure with every partition count placed again - the way a component already partitioned,
+    or partitionable and not yet partitioned, gets more (or fewer) partitions."""
+    if combo:
+        moved = "; ".join(candidates.decouplings[i].decoupling.describe() for i in combo)
+        return f"new decoupling: {moved}; partition counts placed within the budget of {budget} machines"
+    neck = candidates.component
+    now = current.counts().get(neck, 1)
+    if candidates.partition is not None:
+        key = candidates.partition.key or "(any key)"
+        why = f"the bottleneck {neck} partitions on {key} ({candidates.partition.rewrite}), x{now} now"
+    else:
+        why = f"the bottleneck {neck} does not partition, the other components' counts may change"
+    counts = ", ".join(f"{c} x{k}" for c, k in sorted(current.counts().items())) or "nothing partitioned"
+    return f"re-placement of the current structure ({counts}) within the budget of {budget} machines: {why}"
 
 
 def _largest_partition(config: Configuration) -> Configuration | None:
@@ -681,4 +706,6 @@ def _structure_json(e: Mapping[str, Any]) -> dict[str, Any]:
         "predicted_throughput": None if prediction is None else prediction.throughput,
         "prediction": None if prediction is None else prediction.to_json(),
         "error": e.get("error"),
+        "reason": e.get("reason", ""),
+        "skipped": e.get("skipped"),
     }

@@ -423,9 +423,12 @@ def _chain_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
         rows = []
         for s in decision.get("structures", []):
             p = s.get("placement") or {}
+            # the current structure with its counts placed again (older decisions have no reason)
+            what = f"re-placement: {s['description']}" if s.get("combo") == [] and s.get("reason") else s["description"]
+            bound = f"error: {s['error']}" if s.get("error") else p.get("bound", "")
             rows.append(
-                [s["description"], str(p.get("machines", "-")), _fmt(p.get("throughput")), _fmt(s.get("predicted_throughput")),
-                 p.get("bound", "") if not s.get("error") else f"error: {s['error']}"]
+                [what, str(p.get("machines", "-")), _fmt(p.get("throughput")), _fmt(s.get("predicted_throughput")),
+                 f"{bound}; {s['skipped']}" if s.get("skipped") else bound]
             )  # fmt: skip
         if rows:
             blocks.append(("table", ["combination (with MILP partition counts)", "machines", "MILP req/s", "predicted req/s", "bound"], rows))

@@ -19,6 +19,8 @@ from hydrodeploy.optimize.candidates import (
 from hydrodeploy.optimize.choose import SLACK, ComponentTerm, place
 from hydrodeploy.optimize.config import Configuration, Partitioning, derive, rule_identity
 from hydrodeploy.optimize.costmodel import RuntimeFit, _pooled, fit_runtime, inprocess_scales
+from hydrodeploy.optimize.evaluate import StructureCosts
+from hydrodeploy.optimize.loop import _structure_reason
 from hydrodeploy.optimize.perfsim import (
     SimPoint,
     TickCosts,
@@ -93,6 +95,35 @@ def test_milp_buys_no_machines_for_a_gain_the_loop_cannot_tell() -> None:
     assert placed.counts["participant"] == 11 and placed.machines == 34
     assert placed.throughput == pytest.approx(terms[1].throughput(11))  # what its counts sustain, not the floor
     assert placed.throughput >= (1 - SLACK) * placed.maximum > terms[1].throughput(10)
+
+
+def test_a_partitioned_bottleneck_is_offered_more_partitions_by_re_placement() -> None:
+    """After a step partitioned the collector x2, the collector is the bottleneck again: the
+    current structure comes first among the structures, its counts placed again within the budget
+    give the collector more partitions, and the decision says why it is there."""
+    base = load_program(VOTING)
+    both = [s for combo, s in structures(base, Configuration(), find_candidates(base, Configuration(), "leader")) if len(combo) == 2]
+    structure = both[0]
+    collector = structure.decouplings[-1].name
+    options = partitionable(base, structure)
+    parts = {c: o for c, o in options.items() if isinstance(o, PartitionOption)}
+    current = structure.with_partitions([Partitioning(collector, parts[collector].key, 2, parts[collector].rewrite)])
+    candidates = find_candidates(base, current, collector)
+    assert candidates.partition is not None
+    combo, first = structures(base, current, candidates)[0]
+    assert combo == () and first == structure
+    terms = [
+        ComponentTerm("leader", 1, 0.045, 2.5e-6),
+        ComponentTerm(structure.decouplings[0].name, 1, 0.045, 3e-6, 1.6e-6),
+        ComponentTerm(collector, 1, 0.045, 21e-6, 10.6e-6),  # x2: 4,300 requests/s, the bottleneck
+        ComponentTerm("participant", 3, 0.045, 3e-6, 1.6e-6),
+    ]
+    costs = StructureCosts(structure, dict(options), terms, 0.0)
+    again = costs.configuration(place(terms, 26).counts)
+    assert again.counts()[collector] > 2 and again.steps_text() != current.steps_text()
+    reason = _structure_reason(combo, current, candidates, 26)
+    assert reason.startswith(f"re-placement of the current structure ({collector} x2)")
+    assert f"the bottleneck {collector} partitions on id" in reason
 
 
 def test_cfs_budget_runs_a_quota_per_period() -> None:
