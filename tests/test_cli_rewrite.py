@@ -131,3 +131,13 @@ def test_partitioning_refuses_a_component_whose_address_is_used_as_a_value(capsy
     code, _, err = run(capsys, "rewrite", str(path), "--partition", "leader_collector:id:3", "--seeds", "0")
     assert code == 2
     assert "the address of 'leader_collector' is read (in 'participant')" in err.splitlines()[0]
+
+
+
+def test_simulate_runs_a_rewritten_program_on_the_partitions_rewrite_recorded(capsys: pytest.CaptureFixture[str]) -> None:
+    # ScalablePaxos partitions its acceptors with a coordinator each (protocols/scalable/paxos.ded
+    # and its .topology.json): one acceptor instance per partition would never reach a quorum
+    code, out, _ = run(capsys, "simulate", str(ROOT / "protocols" / "scalable" / "paxos.ded"), "--clients", "4", "--requests", "20")
+    assert code == 0, out
+    assert "completed     20 / 20 requests" in out
+    assert "acceptor_coordinator" in out

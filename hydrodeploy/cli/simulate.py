@@ -38,15 +38,17 @@ def register(verbs: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hydrodeploy.language import load_program
+    from hydrodeploy.rewrites.chain import load_topology
     from hydrodeploy.simulate import Network, Simulation, Workload
 
     program = load_program(args.file)
+    topology = load_topology(program, args.file)  # partitions of a rewritten program, if recorded
     timeout = args.timeout
     if timeout is None and args.loss > 0:
         timeout = 100.0
     network = Network(min_delay_ms=args.min_delay, max_delay_ms=args.max_delay, loss=args.loss)
     workload = Workload(clients=args.clients, requests=args.requests, timeout_ms=timeout)
-    sim = Simulation(program, seed=args.seed, network=network, workload=workload)
+    sim = Simulation(program, seed=args.seed, network=network, workload=workload, topology=topology)
     started = time.perf_counter()
     result = sim.run(max_time_ms=args.max_time)
     wall = time.perf_counter() - started
