@@ -12,7 +12,9 @@ deployment secret travels there, never on the command line). The process
    ``.log`` facts to its durable log with one write and one fsync, and sends the tick's messages
    as one frame per destination endpoint;
 3. answers ``metrics`` with its counters (per-rule CPU and firings, messages and bytes per
-   channel, ticks, process CPU, rejected frames);
+   channel, ticks, process CPU, rejected frames), from a thread of its own: one tick can hold the
+   event loop for tens of seconds (a Paxos acceptor answering a phase-1a with its whole log, at a
+   twentieth of a core), and the orchestrator's requests must not wait for it;
 4. on ``stop`` or SIGTERM stops ticking, flushes its sends and its log, reports its final metrics
    and exits 0. When the control connection ends (the orchestrator is gone) it exits at once.
 
@@ -26,12 +28,12 @@ Control messages (msgpack maps, key ``t``): node -> orchestrator ``hello``, ``st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -39,12 +41,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from hydrodeploy.language import ir, load_program
-from hydrodeploy.runtime import eventloop
+from hydrodeploy.runtime import eventloop, tickrecord
 from hydrodeploy.runtime.codec import Fact
 from hydrodeploy.runtime.evaluator import NodeEvaluator
 from hydrodeploy.runtime.plan import compile_component
 from hydrodeploy.runtime.topology import Topology
-from hydrodeploy.runtime.transport import ControlChannel, Directory, Groups, Message, Transport
+from hydrodeploy.runtime.transport import (
+    Directory,
+    Groups,
+    Message,
+    ThreadControlChannel,
+    Transport,
+)
 
 EXIT_TICK_FAILED = 3
 EXIT_ORCHESTRATOR_GONE = 4
@@ -117,7 +125,8 @@ class Engine(Protocol):
     def step(self, inbox: list[tuple[str, Fact]], timers: list[str]) -> Step: ...
 
     def rule_metrics(self) -> list[list[Any]]:
-        """[number, head relation, kind, calls, facts, ns] per rule."""
+        """[number, head relation, kind, calls, facts, ns] per rule. Called on the node's control
+        thread, possibly while :meth:`step` runs."""
         ...
 
 
@@ -219,6 +228,7 @@ class Node:
         self.secret = bytes.fromhex(spec.secret)
         self.transport = Transport(self.secret, spec.address, self._on_data)
         self.log = DurableLog(spec.durable_log)
+        self.recorder = tickrecord.recorder_from_env(spec)
         self.inbox: list[tuple[str, Fact]] = []
         self.fired: set[str] = set()
         self.changed = False
@@ -229,7 +239,8 @@ class Node:
         self.cpu_ns = {"evaluate": 0, "log": 0, "send": 0}
         self.facts_in = 0
         self.stopping = False
-        self.control: ControlChannel | None = None
+        self.control: ThreadControlChannel | None = None
+        self._closing = False  # the control connection may end without the orchestrator being gone
         self._wake = asyncio.Event()
         self._started = asyncio.Event()
         self._stop = asyncio.Event()
@@ -299,6 +310,8 @@ class Node:
                 inbox, self.inbox = self.inbox, []
             timers = sorted(self.fired)
             self.fired = set()
+            if self.recorder is not None:
+                self.recorder.tick(inbox, timers)
             start = time.perf_counter_ns()
             cpu0 = time.thread_time_ns()
             step = engine.step(inbox, timers)
@@ -338,31 +351,38 @@ class Node:
             "log": self.log.metrics(),
         }
 
-    async def _control_loop(self, control: ControlChannel) -> None:
+    def _control_loop(self, control: ThreadControlChannel, loop: asyncio.AbstractEventLoop) -> None:
+        """The control thread: answers ``metrics`` itself, hands ``start`` and ``stop`` to the loop."""
         while True:
-            msg = await control.recv()
+            msg = control.recv()
+            if self._closing:
+                return
             if msg is None:
                 print(f"{self.spec.address}: control connection closed: the orchestrator is gone", flush=True)
                 os._exit(EXIT_ORCHESTRATOR_GONE)
             kind = msg["t"]
             if kind == "start":
-                self.transport.directory = Directory.from_wire(msg["directory"])
-                self._started.set()
+                loop.call_soon_threadsafe(self._start, Directory.from_wire(msg["directory"]))
             elif kind == "metrics":
                 control.send({"t": "metrics", "seq": msg.get("seq"), "data": self.metrics()})
             elif kind == "stop":
-                self._stop.set()
+                loop.call_soon_threadsafe(self._stop.set)
+
+    def _start(self, directory: Directory) -> None:
+        self.transport.directory = directory
+        self._started.set()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         endpoint = await self.transport.listen(self.spec.listen_host, 0)
-        control = await ControlChannel.connect(self.spec.control[0], self.spec.control[1], self.secret)
+        host, port = self.spec.control
+        control = await asyncio.to_thread(ThreadControlChannel.connect, host, port, self.secret)
         self.control = control
         control.send({"t": "hello", "address": self.spec.address, "endpoint": list(endpoint), "pid": os.getpid()})
         loop_name = type(loop).__module__.split(".")[0]
         print(f"{self.spec.address}: pid {os.getpid()} listening on {endpoint[0]}:{endpoint[1]} ({loop_name} event loop)", flush=True)
-        control_task = loop.create_task(self._control_loop(control))
+        threading.Thread(target=self._control_loop, args=(control, loop), name="control", daemon=True).start()
         started = loop.create_task(self._started.wait())
         stop = loop.create_task(self._stop.wait())
         await asyncio.wait({started, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -389,12 +409,11 @@ class Node:
             await ticking
         await self.transport.close()
         self.log.close()
+        if self.recorder is not None:
+            self.recorder.close()
+        self._closing = True
         control.send({"t": "stopped", "address": self.spec.address, "data": self.metrics()})
-        await control.drain()
         print(f"{self.spec.address}: stopped after {self.ticks} ticks", flush=True)
-        control_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await control_task
         stop.cancel()
         started.cancel()
         control.close()
