@@ -7,14 +7,18 @@ destination endpoint. A peer that cannot be reached loses the messages sent to i
 packet); the transport retries the connection at most every :data:`RECONNECT_S` seconds.
 
 :class:`ControlChannel` is the framed, authenticated request/response channel between a process
-and the orchestrator.
+and the orchestrator; :class:`ThreadControlChannel` is the same connection served from a thread
+of its own (a node's, whose event loop can be busy in one tick for a long time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -74,9 +78,12 @@ class ChannelStats:
     misrouted: int = 0  # facts received for another address or an unknown relation
 
     def snapshot(self) -> dict[str, Any]:
+        # copies first (one C call each): a node snapshots on its control thread while its event
+        # loop's thread adds channels, and iterating a dict that grows raises
+        sent, received = self.sent.copy(), self.received.copy()
         return {
-            "sent": [[rel, dest, m, b] for (rel, dest), (m, b) in self.sent.items()],
-            "received": [[rel, src, m, b] for (rel, src), (m, b) in self.received.items()],
+            "sent": [[rel, dest, m, b] for (rel, dest), (m, b) in sent.items()],
+            "received": [[rel, src, m, b] for (rel, src), (m, b) in received.items()],
             "frames_sent": self.frames_sent,
             "bytes_sent": self.bytes_sent,
             "dropped": self.dropped,
@@ -333,3 +340,54 @@ class ControlChannel:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
+
+
+class ThreadControlChannel:
+    """A CONTROL connection used with blocking calls: one thread waits in :meth:`recv` and
+    answers, whatever the event loop's thread is doing; :meth:`send` may be called from any
+    thread. The wire format is :class:`ControlChannel`'s."""
+
+    def __init__(self, secret: bytes, sock: socket.socket) -> None:
+        self.secret = secret
+        self.sock = sock
+        self.stats = DecodeStats()
+        self.decoder = FrameDecoder(secret, self.stats)
+        self._frames: deque[dict[str, Any]] = deque()
+        self._sending = threading.Lock()
+
+    @staticmethod
+    def connect(host: str, port: int, secret: bytes, timeout: float = 30.0) -> ThreadControlChannel:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return ThreadControlChannel(secret, sock)
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        frame = codec.encode_control(self.secret, message)
+        with self._sending, contextlib.suppress(OSError):
+            self.sock.sendall(frame)
+
+    def recv(self) -> dict[str, Any] | None:
+        """The next control message, or None when the connection ended (or became unusable)."""
+        while not self._frames:
+            if self.decoder.broken:
+                return None
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self.decoder.close()
+                return None
+            for frame in self.decoder.feed(data):
+                if frame.kind == codec.CONTROL:
+                    self._frames.append(frame.body)
+                else:
+                    self.stats.malformed += 1
+        return self._frames.popleft()
+
+    def close(self) -> None:
+        """Close the connection; a thread blocked in :meth:`recv` gets None."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
