@@ -262,7 +262,8 @@ class Deployment:
         try:
             results = await self.guard(asyncio.wait_for(asyncio.gather(*futs), timeout))
         except TimeoutError:
-            silent = [n for n, f in zip(names, futs, strict=True) if not f.done()] or list(names)
+            # the timeout cancelled every future still waiting: those are the silent processes
+            silent = [n for n, f in zip(names, futs, strict=True) if f.cancelled()] or list(names)
             raise DeployError(
                 f"no '{reply}' from {', '.join(silent)} within {timeout:g} s (the process is running but wedged); "
                 f"its log: {self.log_dir / (_file_name(silent[0]) + '.log')}"
