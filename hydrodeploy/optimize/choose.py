@@ -12,8 +12,11 @@ HiGHS) is solved twice. First the highest throughput ``X*`` the budget allows::
                X <= sum_k z_ck * capacity_c / cost_c(k)        for every partitionable c
                X <= capacity_c / cost_c(1)                     for every other c
                machines = sum_c I_c * sum_k k * z_ck  <=  budget
-               host_cost * X + node_cores * machines  <=  host_cores    (local clusters)
+               (host_cost + sum_c I_c * sum_k (k - 1) * b_c * z_ck) * X
+                   + node_cores * machines  <=  host_cores              (local clusters)
 
+(``host_cost``: the CPU per request of every process unpartitioned; each partition beyond the first
+repeats its ``b_c``; the products ``X * z_ck`` are linearised with one continuous variable each),
 then, under the same constraints, the fewest machines that still reach ``(1 - SLACK) * X*``
 (among those, the highest ``X``)::
 
@@ -112,10 +115,14 @@ def place(
     caps = [t.throughput(1) for t in terms if not t.partitionable]
     upper = min(caps) if caps else math.inf
     best_each = [max(t.throughput(k) for u, k in choices if u is t) for t in parts]
-    scale = min([upper, *best_each]) if (parts or caps) else 1.0
-    if not math.isfinite(scale) or scale <= 0:
-        scale = 1.0
-    nx = 1 + len(choices)
+    reach = min([upper, *best_each]) if (parts or caps) else math.inf  # no placement goes further
+    scale = reach if math.isfinite(reach) and reach > 0 else 1.0
+    host_limited = host_cores is not None and host_cost > 0
+    # host CPU per request that the partitions beyond the first repeat (each ticks on its own)
+    repeats = [t.instances * (k - 1) * t.shares()[1] for t, k in choices]
+    n = len(choices)
+    nw = n if host_limited and any(r > 0 for r in repeats) and math.isfinite(reach) else 0
+    nx = 1 + n + nw  # X, z_ck, and w_ck = X * z_ck where partitions repeat work
     rows: list[np.ndarray] = []
     lo: list[float] = []
     hi: list[float] = []
@@ -136,16 +143,27 @@ def place(
     rows.append(machines_row)
     lo.append(-np.inf)
     hi.append(float(limit - fixed_machines))
-    if host_cores is not None and host_cost > 0:
+    if host_limited:
+        assert host_cores is not None
         host = machines_row * node_cores
         host[0] = host_cost
+        host[1 + n :] = repeats[:nw]
         rows.append(host)
         lo.append(-np.inf)
         hi.append(host_cores - node_cores * fixed_machines)
+        for j in range(nw):  # w_j >= X - reach * (1 - z_j): X when choice j is taken
+            link = np.zeros(nx)
+            link[1 + n + j] = 1.0
+            link[0] = -1.0
+            link[1 + j] = -reach
+            rows.append(link)
+            lo.append(-reach)
+            hi.append(np.inf)
     bounds_hi = np.full(nx, 1.0)
     bounds_hi[0] = upper if math.isfinite(upper) else 1e12
-    integrality = np.ones(nx)
-    integrality[0] = 0
+    bounds_hi[1 + n :] = reach if nw else 0.0
+    integrality = np.zeros(nx)
+    integrality[1 : 1 + n] = 1
     bounds = Bounds(np.zeros(nx), bounds_hi)
     # first the highest throughput (scaled near 1 for the solver's tolerances)
     highest = np.zeros(nx)
@@ -159,13 +177,13 @@ def place(
         # then the fewest machines within slack of it; X breaks ties (X / 2X* < 1 machine)
         fewest = machines_row.copy()
         fewest[0] = -0.5 / maximum
-        reach = np.zeros(nx)
-        reach[0] = 1.0
+        floor = np.zeros(nx)
+        floor[0] = 1.0
         second = milp(
             fewest,
             integrality=integrality,
             bounds=bounds,
-            constraints=LinearConstraint(np.array([*rows, reach]), np.array([*lo, (1.0 - slack) * maximum]), np.array([*hi, np.inf])),
+            constraints=LinearConstraint(np.array([*rows, floor]), np.array([*lo, (1.0 - slack) * maximum]), np.array([*hi, np.inf])),
         )
         if second.success and second.x is not None:
             x = second.x
@@ -177,8 +195,9 @@ def place(
     throughput = float(x[0])
     per = {t.name: t.throughput(counts[t.name]) for t in terms}
     bound = min(per, key=lambda n: per[n]) if per else ""
-    if host_cores is not None and host_cost > 0:
-        host_x = (host_cores - node_cores * machines) / host_cost
+    if host_limited:
+        assert host_cores is not None
+        host_x = (host_cores - node_cores * machines) / host_per_request(terms, counts, host_cost)
         if host_x <= per.get(bound, math.inf) * (1 + 1e-6):
             bound = "host CPU"
     components = [
@@ -187,6 +206,13 @@ def place(
         for t in terms
     ]  # fmt: skip
     return Placement(counts, throughput, machines, bound, "optimal", components, maximum)
+
+
+def host_per_request(terms: Sequence[ComponentTerm], counts: Mapping[str, int], host_cost: float) -> float:
+    """CPU seconds per request of every process on the host with these partition counts:
+    ``host_cost`` (everything unpartitioned, clients included) plus the work each partition
+    beyond an instance's first repeats, ``I_c * (k - 1) * b_c``."""
+    return host_cost + sum(t.instances * (counts.get(t.name, 1) - 1) * t.shares()[1] for t in terms)
 
 
 def terms_from_points(
@@ -213,7 +239,8 @@ def cheapest(
 ) -> Placement:
     """The fewest machines whose every component sustains ``throughput`` (MILP: minimise
     ``sum_c I_c * sum_k k * z_ck`` subject to ``sum_k z_ck = 1`` and
-    ``sum_k z_ck * capacity_c / cost_c(k) >= throughput``, and on a local cluster the host's cores)."""
+    ``sum_k z_ck * capacity_c / cost_c(k) >= throughput``, and on a local cluster the host's cores
+    with the work every partition repeats, as in :func:`place`)."""
     fixed = [t for t in terms if not t.partitionable]
     for t in fixed:
         if t.throughput(1) < throughput:
@@ -235,8 +262,8 @@ def cheapest(
             rows.append(np.array([1.0 if u is t else 0.0 for u, _ in choices]))
             lo.append(1.0)
             hi.append(1.0)
-        if host_cores is not None and host_cost > 0:
-            rows.append(machines_row * node_cores)
+        if host_cores is not None and host_cost > 0:  # each partition beyond the first repeats b_c (place)
+            rows.append(np.array([node_cores * t.instances * k + t.instances * (k - 1) * t.shares()[1] * throughput for t, k in choices]))
             lo.append(-np.inf)
             hi.append(host_cores - node_cores * fixed_machines - host_cost * throughput)
         result = milp(

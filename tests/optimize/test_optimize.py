@@ -16,7 +16,7 @@ from hydrodeploy.optimize.candidates import (
     partitionable,
     structures,
 )
-from hydrodeploy.optimize.choose import SLACK, ComponentTerm, place
+from hydrodeploy.optimize.choose import SLACK, ComponentTerm, cheapest, host_per_request, place
 from hydrodeploy.optimize.config import Configuration, Partitioning, derive, rule_identity
 from hydrodeploy.optimize.costmodel import RuntimeFit, _pooled, fit_runtime, inprocess_scales
 from hydrodeploy.optimize.evaluate import StructureCosts
@@ -95,6 +95,21 @@ def test_milp_buys_no_machines_for_a_gain_the_loop_cannot_tell() -> None:
     assert placed.counts["participant"] == 11 and placed.machines == 34
     assert placed.throughput == pytest.approx(terms[1].throughput(11))  # what its counts sustain, not the floor
     assert placed.throughput >= (1 - SLACK) * placed.maximum > terms[1].throughput(10)
+
+
+def test_milp_counts_the_work_every_partition_repeats_on_the_host() -> None:
+    # each participant partition repeats b = 2 us of every request: x16 (20,000 requests/s on its
+    # nodes) would need 110 us per request of the host's 0.5 cores (4,545 requests/s); x3 is best
+    terms = [ComponentTerm("leader", 1, 0.045, 2.0e-6), ComponentTerm("participant", 3, 0.045, 6e-6, 4e-6)]
+    placed = place(terms, 60, host_cores=0.5, host_cost=20e-6, slack=0.0)
+    assert placed.counts["participant"] == 3
+    assert placed.throughput == pytest.approx(terms[1].throughput(3))
+    assert host_per_request(terms, placed.counts, 20e-6) == pytest.approx(32e-6)
+    assert host_per_request(terms, placed.counts, 20e-6) * placed.throughput <= 0.5
+    # x4 sustains 15,000 on its nodes, but 14,000 requests/s would take 0.53 of the 0.5 cores
+    assert cheapest(terms, 12_000, host_cores=0.5, host_cost=20e-6).counts["participant"] == 3
+    short = cheapest(terms, 14_000, host_cores=0.5, host_cost=20e-6)
+    assert short.status == "infeasible" and short.bound == "host CPU"
 
 
 def test_a_partitioned_bottleneck_is_offered_more_partitions_by_re_placement() -> None:
