@@ -16,6 +16,7 @@ Variables are renamed ``v_<name>`` so that no program name clashes with Python.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,19 @@ class _Emitter:
         self.prelude: list[str] = []
         self.depth = 1
         self.counter = 0
+        # the tuple variable of each enumerated atom whose terms are distinct variables, by those
+        # variables' names: a head with the same variables in the same order reuses the tuple
+        self.rows: dict[tuple[str, ...], str] = {}
+        self.sets: dict[tuple[str, str], str] = {}
+
+    def relation(self, source: str, rel: str) -> str:
+        """A local bound once, in the prelude, to the relation's set (it does not change during a
+        call: the rule adds to OUT, never to what it reads)."""
+        name = self.sets.get((source, rel))
+        if name is None:
+            name = self.sets[(source, rel)] = self.fresh("s")
+            self.prelude.append(f"    {name} = {source}.get({rel}, _EMPTY)")
+        return name
 
     def fresh(self, prefix: str) -> str:
         self.counter += 1
@@ -145,16 +159,63 @@ def generate(
         _accumulate(em, head, binding_vars, bound)
     else:
         values = "(" + "".join(expr_code(t) + ", " for t in head.terms if not isinstance(t, ir.Aggregate)) + ")"
+        if all(isinstance(t, ir.Var) for t in head.terms):
+            values = em.rows.get(tuple(t.name for t in head.terms), values)  # type: ignore[union-attr]
         if rule.kind is ir.RuleKind.ASYNC:
             assert head.dest is not None
             dest = _dest_code(head.dest, bound)
             em.line(f"OUT.append(({dest}, {values}))")
         else:
             em.line(f"OUT.add({values})")
-    body = "\n".join(em.lines) if em.lines else "    pass"
+    copy = _copy_source(rule, delta_position)
+    if copy is not None:
+        return f"def {name}(D, I, DL, IL, OUT):\n    OUT.update({copy})\n", binding_vars
+    body = "\n".join(_without_unused(em.lines)) if em.lines else "    pass"
     prelude = "\n".join(em.prelude)
     src = f"def {name}(D, I, DL, IL, OUT):\n{prelude}\n{body}\n" if prelude else f"def {name}(D, I, DL, IL, OUT):\n{body}\n"
     return src, binding_vars
+
+
+def _copy_source(rule: ir.Rule, delta_position: int | None) -> str | None:
+    """The relation a rule copies whole (``h(a, b) :- r(a, b).``), as the code of its set."""
+    if rule.kind is ir.RuleKind.ASYNC or rule.head.aggregates or len(rule.body) != 1:
+        return None
+    atom = rule.body[0]
+    if not isinstance(atom, ir.Atom) or atom.negated or not atom.terms:
+        return None
+    names = [t.name for t in atom.terms if isinstance(t, ir.Var)]
+    if len(set(names)) != len(atom.terms) or [t.name if isinstance(t, ir.Var) else None for t in rule.head.terms] != names:
+        return None
+    source = "DL" if delta_position is not None else "D"
+    return f"{source}.get({atom.relation!r}, _EMPTY)"
+
+
+_ASSIGNED = re.compile(r"^(\s*)((?:v_\w+, )*v_\w+,?) = (_t\d+)(\[\d+\])?$")
+
+
+def _without_unused(lines: list[str]) -> list[str]:
+    """The lines without assignments of variables nothing reads (an enumerated tuple's columns
+    that only the head's reuse of the whole tuple needed)."""
+    text = "\n".join(lines)
+    used = {name: len(re.findall(rf"\b{name}\b", text)) for name in set(re.findall(r"\bv_\w+", text))}
+    out: list[str] = []
+    for line in lines:
+        match = _ASSIGNED.match(line)
+        if match is None:
+            out.append(line)
+            continue
+        indent, targets, row, index = match.groups()
+        names = [n for n in targets.replace(",", " ").split()]
+        if index is not None:  # v_x = _t1[3]
+            if used[names[0]] > 1:
+                out.append(line)
+            continue
+        live = [(i, n) for i, n in enumerate(names) if used[n] > 1]
+        if len(live) == len(names):
+            out.append(line)
+        else:
+            out.extend(f"{indent}{n} = {row}[{i}]" for i, n in live)
+    return out
 
 
 def _accumulate(em: _Emitter, head: ir.Head, binding_vars: tuple[str, ...], bound: set[str]) -> None:
@@ -246,7 +307,7 @@ def _negation(em: _Emitter, lit: ir.Atom, bound: set[str]) -> None:
     rel = repr(lit.relation)
     if all(not isinstance(t, ir.Wildcard) for t in lit.terms):
         values = "(" + "".join(expr_code(t) + ", " for t in lit.terms) + ")"  # type: ignore[arg-type]
-        em.open(f"if {values} not in D.get({rel}, _EMPTY):")
+        em.open(f"if {values} not in {em.relation('D', rel)}:")
         return
     cols = [i for i, t in enumerate(lit.terms) if not isinstance(t, ir.Wildcard)]
     if not cols:
@@ -274,17 +335,20 @@ def _positive(em: _Emitter, lit: ir.Atom, bound: set[str], is_delta: bool) -> No
             else:
                 new_vars[t.name] = i
     simple_scan = not key_cols and not repeats and all(isinstance(t, ir.Var) for t in lit.terms)
+    if all(isinstance(t, ir.Var) for t in lit.terms) and not repeats and lit.terms and len(key_cols) < len(lit.terms):
+        em.rows.setdefault(tuple(t.name for t in lit.terms), row)  # type: ignore[union-attr]
     if simple_scan:
         targets = ", ".join(_v(t.name) for t in lit.terms)  # type: ignore[union-attr]
         if len(lit.terms) == 1:
             targets += ","
         if not lit.terms:
-            em.open(f"if () in {source}.get({rel}, _EMPTY):")
+            em.open(f"if () in {em.relation(source, rel)}:")
         else:
-            em.open(f"for {targets} in {source}.get({rel}, _EMPTY):")
+            em.open(f"for {row} in {source}.get({rel}, _EMPTY):")
+            em.line(f"{targets} = {row}")
     elif len(key_cols) == len(lit.terms):
         values = "(" + "".join(expr_code(t) + ", " for t in lit.terms) + ")"  # type: ignore[arg-type]
-        em.open(f"if {values} in {source}.get({rel}, _EMPTY):")
+        em.open(f"if {values} in {em.relation(source, rel)}:")
     elif key_cols:
         lookup = em.fresh("i")
         em.prelude.append(f"    {lookup} = {indexer}({rel}, {tuple(key_cols)!r})")
