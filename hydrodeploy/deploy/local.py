@@ -212,7 +212,9 @@ class Network:
 
     @staticmethod
     def _free_subnet() -> int:
-        used = {int(m) for m in re.findall(r"hdbr(\d+)", _links())}
+        # a veth outlives its removed namespace while the kernel still holds that (orphaned TCP
+        # sockets of its processes time out): its subnet is not free yet
+        used = {int(a or b) for a, b in re.findall(r"\bhd(?:br(\d+)|(\d+)v\d+)\b", _links())}
         for k in range(1, 255):
             if k not in used:
                 return k
