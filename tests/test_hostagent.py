@@ -5,6 +5,7 @@ everything carrying the run's marker."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from hydrodeploy.deploy import hostagent
+from hydrodeploy.profile import perf
 
 AGENT = Path(__file__).resolve().parents[1] / "hydrodeploy" / "deploy" / "hostagent.py"
 # a process that prints its stdin and leaves a grandchild in its process group
@@ -119,6 +123,60 @@ def test_cleanup_kills_what_the_run_left_and_removes_its_directory(tmp_path: Pat
     assert len(result["signalled"]) == 1
     assert marked(run_dir) == []
     assert not run_dir.exists()
+
+
+BUSY = ("python3", "-c", "n = 0\nwhile True: n += 1")
+needs_perf = pytest.mark.skipif(hostagent.perf_problem() is not None, reason=f"{hostagent.perf_problem()}")
+
+
+def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-S", str(AGENT), *args], capture_output=True, env=env, timeout=60)
+
+
+@needs_perf
+def test_perf_records_a_process_and_sends_its_script_compressed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    busy = subprocess.Popen(BUSY)
+    try:
+        proc = agent("perf", str(run_dir), str(busy.pid), "0.5", "999")
+    finally:
+        busy.kill()
+        busy.wait()
+    assert proc.returncode == 0, proc.stderr
+    text = gzip.decompress(proc.stdout).decode()
+    samples = perf.parse_samples(text)
+    assert len(samples) > 100  # half a second of a busy core at 999 Hz
+    assert all(line.split()[0] == "python3" for line in text.splitlines() if line and not line[0].isspace())
+    assert list((run_dir / "perf").iterdir()) == []  # the recording is removed
+
+
+def test_without_perf_on_the_path_the_perf_operations_say_so(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    env = dict(os.environ, PATH=str(tmp_path / "bin"))
+    check = agent("perf-check", env=env)
+    record = agent("perf", str(tmp_path / "run"), str(os.getpid()), "0.1", "999", env=env)
+    for proc in (check, record):
+        assert proc.returncode == hostagent.PERF_UNAVAILABLE
+        assert proc.stderr.decode().strip().splitlines()[-1] == hostagent.PERF_MISSING
+
+
+@needs_perf
+def test_a_recording_carries_the_runs_marker_and_cleanup_stops_it(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    busy = subprocess.Popen(BUSY)
+    recording = subprocess.Popen([sys.executable, "-S", str(AGENT), "perf", str(run_dir), str(busy.pid), "300", "99"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: len(marked(run_dir)) == 2, "perf record and its sleep")
+        assert agent("cleanup", str(run_dir), "--grace", "1").returncode == 0
+        _, err = recording.communicate(timeout=30)  # perf stopped long before its 300 s
+    finally:
+        busy.kill()
+        busy.wait()
+        recording.kill()
+        recording.wait()
+    # the agent outlived its recording (it was not in perf's process group) and said how it ended
+    assert recording.returncode in (0, hostagent.PERF_UNAVAILABLE), err
+    assert marked(run_dir) == [] and not run_dir.exists()
 
 
 @pytest.mark.parametrize("op", [["nonsense"], []])

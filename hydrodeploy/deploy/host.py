@@ -4,6 +4,8 @@ A :class:`Host` is one machine of a cluster as the orchestrator sees it: the loc
 emulated machines (a CPU cgroup, optionally a network namespace), later SSH hosts or GCP VMs.
 Starting a process is data (:class:`ProcessSpec`) that a host executes; the returned
 :class:`ProcessHandle` is how the deployment watches, limits, stops and reads the logs of it.
+A host also records its processes with ``perf`` where they run (:meth:`Host.perf_record`): the
+text comes back, the parsing and attribution are :mod:`hydrodeploy.profile.perf`'s.
 A :class:`Cluster` hands out hosts for the nodes and client processes of one deployment and tears
 everything down at the end.
 """
@@ -88,6 +90,14 @@ class ProcessHandle(ABC):
         return f"exited with status {code}"
 
 
+@dataclass(frozen=True)
+class PerfRecording:
+    """What ``perf script`` printed for a recording of one process, or why there is none."""
+
+    script: str = ""
+    reason: str | None = None
+
+
 class Host(ABC):
     """One machine of a cluster."""
 
@@ -98,6 +108,15 @@ class Host(ABC):
     @abstractmethod
     def start(self, spec: ProcessSpec) -> ProcessHandle:
         """Start a process; it must not outlive the orchestrator."""
+
+    @abstractmethod
+    def perf_problem(self) -> str | None:
+        """Why ``perf`` cannot record processes on this host (naming a remote host), or None."""
+
+    @abstractmethod
+    def perf_record(self, pid: int, seconds: float, frequency: int) -> PerfRecording:
+        """Record the host's process ``pid`` with ``perf record -e cpu-clock -g`` at ``frequency``
+        Hz for ``seconds`` (blocking), and bring back its ``perf script``."""
 
 
 class Cluster(ABC):

@@ -1,4 +1,5 @@
-"""The helper hydrodeploy runs on a remote host, over SSH (standard library only).
+"""The helper hydrodeploy runs on a remote host, over SSH (standard library only). Its perf
+functions also record the local cluster's processes, in the orchestrator's own process.
 
 It runs as a script with ``python3 -S`` (no site-packages: only the bundle and the standard
 library are imported), either from the unpacked bundle or fed on stdin (``python3 -S -``):
@@ -26,6 +27,16 @@ library are imported), either from the unpacked bundle or fed on stdin (``python
 
 ``put DIR``
     Extract a tar.gz read from stdin into DIR.
+
+``perf-check``
+    Whether ``perf`` can record processes here: exit 0, or :data:`PERF_UNAVAILABLE` with why
+    (not installed, not permitted: ``kernel.perf_event_paranoid``) as the last line on stderr.
+
+``perf RUN_DIR PID SECONDS FREQUENCY``
+    ``perf record -e cpu-clock -F FREQUENCY -g -p PID`` for SECONDS into a file under
+    ``RUN_DIR/perf/`` (perf carries the run's marker, so cleanup stops it), then ``perf script`` of
+    it, gzip-compressed, to stdout (several MB of text: samples of deep stacks); the file is
+    removed. When perf cannot record: :data:`PERF_UNAVAILABLE` and why, as ``perf-check``.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import gzip
 import json
 import os
 import shutil
@@ -47,6 +59,10 @@ from collections.abc import Callable
 MARKER = "HYDRODEPLOY_RUN"
 PR_SET_PDEATHSIG = 1
 PREFIX = b"hydrodeploy-launcher: "
+PERF_EVENT = "cpu-clock"  # a software event: works in VMs and containers without hardware counters
+PERF_FIELDS = "comm,tid,ip,sym,dso"
+PERF_UNAVAILABLE = 3  # exit status of the perf operations when perf cannot record here
+PERF_MISSING = "perf is not installed (Debian: apt-get install linux-perf)"
 
 
 def _die_with_parent() -> Callable[[], None]:
@@ -303,6 +319,98 @@ def put(directory: str) -> int:
     return 0
 
 
+# ---- perf --------------------------------------------------------------------------------------
+
+
+def perf_problem() -> str | None:
+    """Why perf cannot record processes here (None when it can)."""
+    exe = shutil.which("perf")
+    if exe is None:
+        return PERF_MISSING
+    try:
+        run = subprocess.run(
+            [exe, "record", "-e", PERF_EVENT, "-o", "/dev/null", "-q", "--", "true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"perf could not run: {exc}"
+    if run.returncode == 0:
+        return None
+    reason = f"perf record is not permitted or failed: {_last_line(run.stderr)}"
+    paranoid = _paranoid()
+    return reason if paranoid is None else f"{reason} (kernel.perf_event_paranoid = {paranoid})"
+
+
+def _paranoid() -> int | None:
+    try:
+        with open("/proc/sys/kernel/perf_event_paranoid") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or ["(no message)"])[-1]
+
+
+def perf_record(
+    pid: int, seconds: float, frequency: int, directory: str, write: Callable[[bytes], object], env: dict[str, str] | None = None
+) -> str | None:
+    """Record ``pid`` for ``seconds`` into a file under ``directory``, ``write`` its ``perf
+    script`` and remove the file; None, or why perf did not record."""
+    exe = shutil.which("perf")
+    if exe is None:
+        return PERF_MISSING
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    data = os.path.join(directory, f"{pid}-{os.getpid()}-{time.monotonic_ns()}.data")
+    try:
+        record = subprocess.run(
+            [exe, "record", "-e", PERF_EVENT, "-F", str(frequency), "-g", "-p", str(pid), "-o", data, "--", "sleep", f"{seconds:g}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,  # a group of its own: what cleanup stops is the recording only
+        )
+        if record.returncode != 0:
+            reason = f"perf record exited with status {record.returncode}: {_last_line(record.stderr)}"
+            paranoid = _paranoid()
+            return reason if paranoid is None else f"{reason} (kernel.perf_event_paranoid = {paranoid})"
+        if not os.path.exists(data):
+            return f"perf record wrote no data: {_last_line(record.stderr)}"
+        script = subprocess.Popen([exe, "script", "-i", data, "-F", PERF_FIELDS], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert script.stdout is not None
+        while chunk := script.stdout.read(1 << 20):
+            write(chunk)
+        script.wait()
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(data)
+
+
+def perf(run_dir: str, pid: int, seconds: float, frequency: int) -> int:
+    env = dict(os.environ)
+    env[MARKER] = run_dir  # cleanup stops a recording the orchestrator left behind
+    with gzip.GzipFile(fileobj=sys.stdout.buffer, mode="wb", compresslevel=6) as out:
+        reason = perf_record(pid, seconds, frequency, os.path.join(run_dir, "perf"), out.write, env)
+    if reason is not None:
+        print(reason, file=sys.stderr)
+        return PERF_UNAVAILABLE
+    return 0
+
+
+def perf_check() -> int:
+    reason = perf_problem()
+    if reason is not None:
+        print(reason, file=sys.stderr)
+        return PERF_UNAVAILABLE
+    return 0
+
+
 def main(args: list[str]) -> int:
     if not args:
         print(__doc__, file=sys.stderr)
@@ -329,6 +437,10 @@ def main(args: list[str]) -> int:
         return fetch(rest[0])
     if op == "put":
         return put(rest[0])
+    if op == "perf-check":
+        return perf_check()
+    if op == "perf":
+        return perf(rest[0], int(rest[1]), float(rest[2]), int(rest[3]))
     print(f"hostagent: unknown operation {op!r}", file=sys.stderr)
     return 2
 

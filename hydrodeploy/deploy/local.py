@@ -19,16 +19,27 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
+import io
 import math
 import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hydrodeploy.deploy.host import Cluster, DeployError, Host, ProcessHandle, ProcessSpec
+from hydrodeploy.deploy import hostagent
+from hydrodeploy.deploy.host import (
+    Cluster,
+    DeployError,
+    Host,
+    PerfRecording,
+    ProcessHandle,
+    ProcessSpec,
+)
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 CGROUP_BASE = "hydrodeploy"
@@ -353,6 +364,17 @@ class LocalHost(Host):
         self.cluster._processes.append(handle)
         return handle
 
+    def perf_problem(self) -> str | None:
+        return self.cluster.perf_problem
+
+    def perf_record(self, pid: int, seconds: float, frequency: int) -> PerfRecording:
+        out = io.BytesIO()
+        with tempfile.TemporaryDirectory(prefix="hydrodeploy-perf-") as directory:
+            reason = hostagent.perf_record(pid, seconds, frequency, directory, out.write)
+        if reason is not None:
+            return PerfRecording(reason=reason)
+        return PerfRecording(out.getvalue().decode(errors="replace"))
+
 
 class LocalCluster(Cluster):
     """Processes on this machine. ``cpus`` is each node's quota (None: unthrottled); client
@@ -399,6 +421,11 @@ class LocalCluster(Cluster):
     @property
     def throttled(self) -> bool:
         return self._cgroups_ok
+
+    @functools.cached_property
+    def perf_problem(self) -> str | None:
+        """Why perf cannot record processes on this machine (checked once per cluster)."""
+        return hostagent.perf_problem()
 
     def _cgroup(self, machine: str, cpus: float | None) -> CpuGroup | None:
         if cpus is None or not self._cgroups_ok:

@@ -18,6 +18,9 @@ back into the run directory (``logs/<node>.log``, and every line prefixed by nod
 IP connected to, or the host's ``address:``), the orchestrator on the address its SSH connections
 leave from (or ``orchestrator_address:``): nothing listens on a wildcard address.
 
+A process is recorded with ``perf`` on its host (:meth:`SshHost.perf_record`): the host agent's
+``perf`` operation records it by its remote pid and sends ``perf script`` back gzip-compressed.
+
 Closing stops what still runs (SIGTERM to each process group, SIGKILL after ``stop_grace_s``),
 fetches what the processes wrote (durable logs, profiles) into the run directory, kills anything
 left that carries the run's marker, removes the remote run directory and records the outcome in
@@ -29,6 +32,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import getpass
+import gzip
 import hashlib
 import io
 import json
@@ -55,7 +59,15 @@ from hydrodeploy.deploy.bundle import (
     program_files,
     tar_files,
 )
-from hydrodeploy.deploy.host import Cluster, DeployError, Host, ProcessHandle, ProcessSpec
+from hydrodeploy.deploy.host import (
+    Cluster,
+    DeployError,
+    Host,
+    PerfRecording,
+    ProcessHandle,
+    ProcessSpec,
+)
+from hydrodeploy.deploy.hostagent import PERF_UNAVAILABLE
 from hydrodeploy.deploy.sshfile import MachineProfile, SshClusterSpec, SshSettings
 from hydrodeploy.deploy.teardown import STATE_FILE
 
@@ -440,6 +452,8 @@ class SshHost(Host):
         self._programs: dict[str, str] = {}  # local program path -> remote path
         self._tunnels: dict[int, int] = {}  # local control port -> its remote end's port
         self.outputs: dict[str, Path] = {}  # remote path under the run dir -> local file
+        self._perf_checked = False
+        self._perf_problem: str | None = None
 
     # ---- connections and commands ---------------------------------------------------------------
 
@@ -605,6 +619,36 @@ class SshHost(Host):
         with self._lock:
             self._tunnels[local_port] = remote
         return remote
+
+    # ---- perf -----------------------------------------------------------------------------------------
+
+    def perf_problem(self) -> str | None:
+        """Checked once per cluster, by the host agent's ``perf-check`` on the host."""
+        if not self._perf_checked:
+            self._perf_problem = self._perf("perf-check", (), self.settings.command_timeout_s).reason
+            self._perf_checked = True
+        return self._perf_problem
+
+    def perf_record(self, pid: int, seconds: float, frequency: int) -> PerfRecording:
+        """``perf record`` and ``perf script`` run on the host (the symbols are the host's); the
+        script's text comes back gzip-compressed; the recording is removed there."""
+        args = (self.run_dir, str(pid), f"{seconds:g}", str(frequency))
+        return self._perf("perf", args, seconds + self.settings.command_timeout_s)
+
+    def _perf(self, op: str, args: Sequence[str], timeout: float) -> PerfRecording:
+        try:
+            status, out, err = self.run(self.agent(op, *args), timeout=timeout)
+        except DeployError as exc:
+            return PerfRecording(reason=str(exc))
+        last = (err.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
+        if status == PERF_UNAVAILABLE:
+            return PerfRecording(reason=f"host {self.label}: {last}")
+        if status != 0:
+            return PerfRecording(reason=f"host {self.label}: the host agent's {op} failed (status {status}): {last}")
+        try:
+            return PerfRecording(gzip.decompress(out).decode(errors="replace"))
+        except (OSError, EOFError) as exc:
+            return PerfRecording(reason=f"host {self.label}: perf script's output arrived damaged: {exc}")
 
     # ---- stopping -------------------------------------------------------------------------------------
 

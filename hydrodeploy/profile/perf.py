@@ -1,32 +1,34 @@
-"""``perf`` on one node process: record CPU samples, fold the stacks, attribute them.
+"""``perf`` on one node process: its samples' stacks parsed, folded and attributed.
 
 ``perf record -e cpu-clock -g -p PID`` samples the process's CPU time (a software event: it works
-in virtual machines and containers without hardware counters). ``perf script`` prints every
-sample's stack; :func:`fold` turns them into folded stacks (``outer;...;leaf count``, the input
-format of flame graphs). Each sample is put in one category of work by its frames
-(:func:`category`): the Python interpreter (running the program's rules and the runtime's Python
-code), msgpack serialization, HMAC authentication, the kernel's sockets and TCP/IP stack, the
-disk (fsync, ext4, jbd2), the event loop's epoll, other kernel work (scheduling, page faults,
-syscalls), other native code. The interpreter's share is then split between the rules and the
+in virtual machines and containers without hardware counters). It runs on the host the node runs
+on (:meth:`hydrodeploy.deploy.host.Host.perf_record`: this machine, or over SSH with the host
+agent), and so does ``perf script``, which prints every sample's stack with the host's symbols.
+:func:`parse_samples` reads that text; :func:`fold` turns the samples into folded stacks
+(``outer;...;leaf count``, the input format of flame graphs). Each sample is put in one category
+of work by its frames (:func:`category`): the Python interpreter (running the program's rules and
+the runtime's Python code), msgpack serialization, HMAC authentication, the kernel's sockets and
+TCP/IP stack, the disk (fsync, ext4, jbd2), the event loop's epoll, other kernel work
+(scheduling, page faults, syscalls), other native code. The interpreter's share is then split between the rules and the
 runtime with the node's own per-rule CPU counters (Python 3.11 frames are not visible to perf).
 
-When ``perf`` is missing, not permitted (``perf_event_paranoid``) or fails, the result says why
-(:attr:`PerfProfile.reason`) and carries no samples; callers go on with the runtime's counters.
+When ``perf`` is missing, not permitted (``perf_event_paranoid``) or fails on the host, the
+result says why (:attr:`PerfProfile.reason`, naming a remote host) and carries no samples;
+callers go on with the runtime's counters.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-EVENT = "cpu-clock"
+from hydrodeploy.deploy.hostagent import PERF_EVENT
+
+EVENT = PERF_EVENT
 TARGET_SAMPLES = 2000  # aim for this many samples per profile
 MIN_FREQUENCY = 499
 MAX_FREQUENCY = 20_000
@@ -92,80 +94,12 @@ class PerfProfile:
         return PerfProfile(**fields)
 
 
-_checked: dict[str, str | None] = {}
-
-
-def problem() -> str | None:
-    """Why perf cannot profile processes here (None when it can); checked once per process."""
-    if "perf" in _checked:
-        return _checked["perf"]
-    reason: str | None = None
-    exe = shutil.which("perf")
-    if exe is None:
-        reason = "perf is not installed (Debian: apt-get install linux-perf)"
-    else:
-        try:
-            run = subprocess.run(
-                [exe, "record", "-e", EVENT, "-o", "/dev/null", "-q", "--", "true"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-            if run.returncode != 0:
-                last = (run.stderr.strip().splitlines() or ["(no message)"])[-1]
-                reason = f"perf record is not permitted or failed: {last}"
-                paranoid = _paranoid()
-                if paranoid is not None:
-                    reason += f" (kernel.perf_event_paranoid = {paranoid})"
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            reason = f"perf could not run: {exc}"
-    _checked["perf"] = reason
-    return reason
-
-
-def _paranoid() -> int | None:
-    try:
-        return int(Path("/proc/sys/kernel/perf_event_paranoid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def frequency_for(cores: float, seconds: float) -> int:
     """Sampling frequency (per CPU-second) that gives about :data:`TARGET_SAMPLES` samples of a
     process using ``cores`` for ``seconds``: small quotas need high frequencies."""
     if cores <= 0 or seconds <= 0:
         return MIN_FREQUENCY
     return int(min(MAX_FREQUENCY, max(MIN_FREQUENCY, TARGET_SAMPLES / (cores * seconds))))
-
-
-async def record(pid: int, seconds: float, data_path: Path, frequency: int) -> str | None:
-    """Record ``pid`` for ``seconds`` into ``data_path``; None, or what went wrong."""
-    reason = problem()
-    if reason is not None:
-        return reason
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    proc = await asyncio.create_subprocess_exec(
-        "perf", "record", "-e", EVENT, "-F", str(frequency), "-g", "-p", str(pid), "-o", str(data_path),
-        "--", "sleep", f"{seconds:g}",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await proc.communicate()
-    if proc.returncode != 0 or not data_path.exists():
-        last = (err.decode(errors="replace").strip().splitlines() or ["(no message)"])[-1]
-        return f"perf record exited with status {proc.returncode}: {last}"
-    return None
-
-
-async def script(data_path: Path) -> str:
-    """``perf script`` of a recording: each sample's command, thread and stack."""
-    proc = await asyncio.create_subprocess_exec(
-        "perf", "script", "-i", str(data_path), "-F", "comm,tid,ip,sym,dso",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    out, _ = await proc.communicate()
-    return out.decode(errors="replace")
 
 
 _FRAME = re.compile(r"^\s*([0-9a-fA-F]+)\s+(.*?)\s+\((.*)\)\s*$")
@@ -261,30 +195,6 @@ def attribute(
     attribution.update(shares)
     per_rule = {r: cpu / node_cpu * scale for r, cpu in rule_cpu.items()} if node_cpu > 0 else {}
     return attribution, per_rule
-
-
-async def profile_node(
-    node: str,
-    pid: int,
-    seconds: float,
-    cores: float,
-    out_dir: Path,
-    rule_cpu: Mapping[str, float],
-    node_cpu: float,
-) -> PerfProfile:
-    """Record ``pid`` for ``seconds`` (it uses about ``cores``), fold, attribute, draw the flame
-    graph into ``out_dir``."""
-    frequency = frequency_for(cores, seconds)
-    data = out_dir / "perf.data"
-    reason = await record(pid, seconds, data, frequency)
-    if reason is not None:
-        return PerfProfile(node, pid, False, reason, seconds, frequency)
-    text = await script(data)
-    samples = parse_samples(text)
-    data.unlink(missing_ok=True)  # large, and the folded stacks keep what the report needs
-    if not samples:
-        return PerfProfile(node, pid, False, "perf recorded no sample (the node was idle)", seconds, frequency)
-    return summarize(node, pid, samples, seconds, frequency, rule_cpu, node_cpu, out_dir)
 
 
 def summarize(

@@ -4,8 +4,9 @@ Each point of the sweep (:func:`hydrodeploy.bench.experiment.sweep`'s rules: geo
 counts until the throughput plateaus or p99 breaks the SLO) also yields a
 :class:`~hydrodeploy.profile.counters.WindowProfile` of every node over the measurement window,
 with the CPU psutil saw each process use. After the sweep, one more point at the best client
-count runs with ``perf`` recording the best point's bottleneck (a separate point: sampling must
-not slow the points that are measured); its stacks are folded and attributed.
+count runs with ``perf`` recording the best point's bottleneck on the host it runs on (a separate
+point: sampling must not slow the points that are measured); its stacks are folded and
+attributed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hydrodeploy.bench.experiment import Bench, Observer
 from hydrodeploy.bench.measure import Plateau, Point
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import DeployError, ProcessFailure
+from hydrodeploy.deploy.host import PerfRecording
 from hydrodeploy.profile import perf
 from hydrodeploy.profile.counters import WindowProfile, window_profile
 from hydrodeploy.profile.perf import PerfProfile
@@ -74,32 +76,30 @@ async def _perf_point(
     target: str,
     out_dir: Path,
 ) -> PerfProfile:
-    """One more point at ``clients`` with perf recording ``target`` during the measurement
-    window (a separate point, so that sampling never slows the measured ones)."""
+    """One more point at ``clients`` with perf recording ``target`` on its host during the
+    measurement window (a separate point, so that sampling never slows the measured ones)."""
     dep = bench.deployment
     pid = dep.handle(target).pid
-    quota = dep.peers[target].host.cpus or 1.0
-    frequency = perf.frequency_for(quota, windows.measure_s)
-    data = out_dir / "perf.data"
-    recording: list[asyncio.Task[str | None]] = []
+    host = dep.peers[target].host
+    frequency = perf.frequency_for(host.cpus or 1.0, windows.measure_s)
+    recording: list[asyncio.Task[PerfRecording]] = []
 
     def hook(event: str) -> None:
         if event == "start":
-            recording.append(asyncio.get_running_loop().create_task(perf.record(pid, windows.measure_s, data, frequency)))
+            task = asyncio.to_thread(host.perf_record, pid, windows.measure_s, frequency)
+            recording.append(asyncio.get_running_loop().create_task(task))
 
     bench.window_hooks[:] = [hook]
     try:
         await bench.point(index, clients, windows, settings)
     finally:
         bench.window_hooks[:] = []
-    reason = await recording[0] if recording else "the measurement window never started"
-    if reason is not None:
-        return PerfProfile(target, pid, False, reason, windows.measure_s, frequency)
+    result = await recording[0] if recording else PerfRecording(reason="the measurement window never started")
+    if result.reason is not None:
+        return PerfProfile(target, pid, False, result.reason, windows.measure_s, frequency)
     window = bench.last_window
     assert window is not None
-    text = await perf.script(data)
-    data.unlink(missing_ok=True)
-    samples = perf.parse_samples(text)
+    samples = perf.parse_samples(result.script)
     if not samples:
         return PerfProfile(target, pid, False, "perf recorded no sample (the node was idle)", windows.measure_s, frequency)
     start, end = window.before.get(target), window.after.get(target)
@@ -111,6 +111,7 @@ async def _perf_point(
         usage = node_profile(start, end, "", None)
         rules = {f"{r.head} (rule {r.number})": r.cpu for r in usage.rules if r.cpu > 0}
         cpu = usage.cpu
+    out_dir.mkdir(parents=True, exist_ok=True)
     return perf.summarize(target, pid, samples, windows.measure_s, frequency, rules, cpu, out_dir)
 
 
@@ -181,12 +182,10 @@ async def profiled_sweep(
     best = out.best_index(slo_p99_ms)
     if perf_dir is not None and best is not None:
         neck = max(out.profiles[best].nodes, key=lambda x: x.saturation)
-        if not local:
-            out.perf = PerfProfile(neck.address, 0, False, "perf runs on this machine only; the nodes run on remote hosts")
-        elif perf.problem() is not None:
-            out.perf = PerfProfile(neck.address, 0, False, perf.problem() or "")
+        problem = await asyncio.to_thread(dep.peers[neck.address].host.perf_problem)
+        if problem is not None:
+            out.perf = PerfProfile(neck.address, dep.handle(neck.address).pid, False, problem)
         else:
-            perf_dir.mkdir(parents=True, exist_ok=True)
             observer.status(f"profiling {neck.address} with perf at {out.points[best].clients} clients")
             out.perf = await _perf_point(bench, index, out.points[best].clients, windows, settings, neck.address, perf_dir)
     return out

@@ -97,9 +97,12 @@ class SshdHost:
 
 
 class SshdHosts:
-    """``count`` SSH hosts (see the module docstring); also a context manager."""
+    """``count`` SSH hosts (see the module docstring); also a context manager. With ``path``,
+    SSH sessions start with that ``PATH`` (sshd's ``SetEnv``; the login shell's startup files
+    may add to it): a host without some program, e.g. perf."""
 
-    def __init__(self, count: int, root: Path | None = None) -> None:
+    def __init__(self, count: int, root: Path | None = None, path: str | None = None) -> None:
+        self.path = path
         self.root = Path(tempfile.mkdtemp(prefix="hydrodeploy-sshd-", dir=root))
         self.root.chmod(0o755)
         self.hosts: list[SshdHost] = []
@@ -149,6 +152,7 @@ class SshdHosts:
                     "MaxSessions 10",
                     "PrintMotd no",
                     "LogLevel INFO",
+                    *([f'SetEnv PATH="{self.path}"'] if self.path is not None else []),
                     "",
                 ]
             )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hydrodeploy.deploy import hostagent
 from hydrodeploy.profile import perf
 from hydrodeploy.profile.counters import WindowProfile, node_profile, window_profile
 from hydrodeploy.profile.flamegraph import draw, tree
@@ -110,13 +113,43 @@ def test_node_profile_differences_counters_over_the_window() -> None:
     assert math.isnan(back.client_cpu)
 
 
+@pytest.mark.skipif(hostagent.perf_problem() is not None, reason=f"{hostagent.perf_problem()}")
+def test_a_local_host_records_its_process_with_perf(tmp_path: Path) -> None:
+    from hydrodeploy.deploy import ProcessSpec
+    from hydrodeploy.deploy.local import LocalCluster
+
+    busy = ("python3", "-c", "import sys; sys.stdin.read(); n = 0\nwhile True: n += 1")
+    cluster = LocalCluster()
+    try:
+        nodes, _ = cluster.hosts(["busy/0"], 0)
+        host = nodes["busy/0"]
+        handle = host.start(ProcessSpec("busy/0", busy, b"", tmp_path / "busy.log", tmp_path))
+        assert host.perf_problem() is None
+        recording = host.perf_record(handle.pid, 0.5, 999)
+    finally:
+        cluster.close()
+    assert recording.reason is None
+    samples = perf.parse_samples(recording.script)
+    assert len(samples) > 100  # 0.5 s of one busy core at 999 Hz
+    categories = Counter(perf.category(s) for s in samples)
+    assert categories.most_common(1)[0][0] == perf.INTERPRETER
+
+
 def test_missing_perf_is_reported_and_the_counters_carry_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from hydrodeploy.deploy.local import LocalCluster
     from hydrodeploy.report.analysis import _bottleneck_blocks
 
-    monkeypatch.setattr(perf, "_checked", {})
-    monkeypatch.setattr(perf.shutil, "which", lambda name: None)
-    reason = perf.problem()
-    assert reason is not None and "perf is not installed" in reason
+    cluster = LocalCluster()
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # a machine without perf
+    try:
+        nodes, _ = cluster.hosts(["leader/0"], 0)
+        reason = nodes["leader/0"].perf_problem()
+        recording = nodes["leader/0"].perf_record(os.getpid(), 0.1, 999)
+    finally:
+        cluster.close()
+    assert reason is not None and reason.startswith("perf is not installed")
+    assert recording.reason == reason and recording.script == ""
     iteration = {
         "index": 0,
         "bottleneck": {"address": "leader/0", "evidence": ["leader/0 used 0.050 cores"], "rules": [], "parts": {}},
