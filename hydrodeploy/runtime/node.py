@@ -8,7 +8,8 @@ deployment secret travels there, never on the command line). The process
 2. on ``start`` (which carries the :class:`~hydrodeploy.runtime.transport.Directory`) starts its
    timers and ticks: whenever facts are pending, a timer fired or the carried state changed, it
    evaluates one tick over what arrived since the previous one (at most :data:`MAX_TICK_FACTS`
-   facts; the rest wait for the next tick), appends the tick's
+   facts; the rest wait for the next tick, and above :data:`INBOX_LIMIT` waiting facts the node
+   stops reading until its ticks catch up), appends the tick's
    ``.log`` facts to its durable log with one write and one fsync, and sends the tick's messages
    as one frame per destination endpoint;
 3. answers ``metrics`` with its counters (per-rule CPU and firings, messages and bytes per
@@ -63,6 +64,12 @@ EXIT_ORCHESTRATOR_GONE = 4
 # against ~0.1 ms of per-tick overhead. (Splitting what arrived
 # across ticks is a later delivery, which every program must already tolerate.)
 MAX_TICK_FACTS = 256
+# Above INBOX_LIMIT waiting facts the node stops reading its DATA connections (TCP then makes the
+# senders wait, the kernel's buffers holding the rest) until a tick leaves at most INBOX_RESUME:
+# an overloaded node's memory stays bounded (at 4,096 clients a Paxos proposer's inbox grew by
+# 10,000 facts a second), and what arrives waits behind this backlog, not behind everything sent.
+INBOX_LIMIT = 8 * MAX_TICK_FACTS
+INBOX_RESUME = 2 * MAX_TICK_FACTS
 
 
 @dataclass(frozen=True)
@@ -274,6 +281,8 @@ class Node:
                 counts[1] += share
         if inbox:
             self._wake.set()
+            if len(inbox) > INBOX_LIMIT:
+                self.transport.hold_reading(True)
 
     # ---- timers -------------------------------------------------------------------------------
 
@@ -308,6 +317,8 @@ class Node:
                 inbox, self.inbox = self.inbox[:MAX_TICK_FACTS], self.inbox[MAX_TICK_FACTS:]
             else:
                 inbox, self.inbox = self.inbox, []
+            if len(self.inbox) <= INBOX_RESUME:
+                self.transport.hold_reading(False)
             timers = sorted(self.fired)
             self.fired = set()
             if self.recorder is not None:

@@ -5,6 +5,9 @@ connection per peer endpoint it sends to; facts flow over outgoing connections o
 batched: :meth:`Transport.send` takes everything one tick produced and writes one DATA frame per
 destination endpoint. A peer that cannot be reached loses the messages sent to it (like a lost
 packet); the transport retries the connection at most every :data:`RECONNECT_S` seconds.
+Backpressure goes both ways: :meth:`Transport.wait_writable` waits while a peer does not take what
+was sent to it, and a process holding its reads (:meth:`Transport.hold_reading`) lets TCP make its
+senders wait.
 
 :class:`ControlChannel` is the framed, authenticated request/response channel between a process
 and the orchestrator; :class:`ThreadControlChannel` is the same connection served from a thread
@@ -100,6 +103,17 @@ class _Incoming(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self.owner._incoming.add(self)
+        if self.owner._reading_paused:
+            self.transport.pause_reading()
+
+    def set_reading(self, reading: bool) -> None:
+        stream = self.transport
+        if stream is None or stream.is_closing() or stream.is_reading() == reading:
+            return
+        if reading:
+            stream.resume_reading()
+        else:
+            stream.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         for frame in self.decoder.feed(data):
@@ -144,6 +158,7 @@ class _Outgoing(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.paused = True
         self.owner._writable.clear()
+        self.owner._update_reading()
 
     def resume_writing(self) -> None:
         self.paused = False
@@ -172,6 +187,8 @@ class Transport:
         self._down_until: dict[Endpoint, float] = {}
         self._writable = asyncio.Event()
         self._writable.set()
+        self._hold = False  # the owner asked to stop reading (hold_reading)
+        self._reading_paused = False  # incoming connections are paused
 
     async def listen(self, host: str, port: int = 0) -> Endpoint:
         loop = asyncio.get_running_loop()
@@ -255,11 +272,28 @@ class Transport:
     def _update_writable(self) -> None:
         if not any(c.paused for c in self._outgoing.values()):
             self._writable.set()
+            self._update_reading()
 
     async def wait_writable(self) -> None:
         """Return once no outgoing connection is above its high-water mark (backpressure)."""
         if not self._writable.is_set():
             await self._writable.wait()
+
+    def hold_reading(self, hold: bool) -> None:
+        """Stop (``True``) or resume reading DATA from every incoming connection; held, the kernel's
+        buffers fill and TCP makes the senders wait. While this process's own sends wait for a
+        peer (:meth:`wait_writable`) it reads anyway: two processes each holding its reads while
+        waiting to send to the other would never move again."""
+        if hold != self._hold:
+            self._hold = hold
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        paused = self._hold and self._writable.is_set()
+        if paused != self._reading_paused:
+            self._reading_paused = paused
+            for inc in self._incoming:
+                inc.set_reading(not paused)
 
     def buffered(self) -> int:
         """Bytes written but not yet handed to the kernel, over all outgoing connections."""
