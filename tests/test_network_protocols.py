@@ -70,16 +70,18 @@ def test_two_pc_answers_once_after_every_record_is_durable(tmp_path: Path) -> No
             assert final["log"]["fsyncs"] > 0
 
 
-def test_paxos_replies_agree_on_one_slot_per_command(tmp_path: Path) -> None:
+def test_paxos_replies_agree_on_one_command_per_slot(tmp_path: Path) -> None:
     rec = run_protocol("paxos", tmp_path, clients=8, timeout_ms=300.0)
     by_id = assert_every_request_answered(rec)
-    slot_of: dict[int, int] = {}
+    command_in: dict[int, int] = {}  # slot -> the command every reply for it names
     for rid, replies in by_id.items():
         slots = {values[1] for _, _, values in replies}
-        assert len(slots) == 1, f"replicas answered {rid} with different slots {slots}"
-        slot_of[rid] = slots.pop()
-        assert len(replies) <= 3 * (1 + rec.point.retries), "more answers than replicas x attempts"
-    assert len(set(slot_of.values())) == len(slot_of), "two commands were executed in one slot"
+        # a command may hold more than one slot (a retry, or a request both proposers buffered
+        # while the first election settled, is proposed again: executed once, answered again),
+        # but a slot holds one command, at every replica
+        for slot in slots:
+            assert command_in.setdefault(slot, rid) == rid, f"slot {slot} answered for {command_in[slot]} and {rid}"
+        assert len(replies) <= 3 * len(slots), "more answers than replicas x slots"
 
 
 def _functions() -> ModuleType:
