@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,11 @@ class ComponentTerm:
     def throughput(self, k: int) -> float:
         c = self.cost(k)
         return self.capacity / c if c > 0 else math.inf
+
+    def fitted(self, k: int, cost: float) -> ComponentTerm:
+        """The same shape (``a / k + b``, both scaled alike) through a measured ``cost`` at ``k``."""
+        factor = cost / self.cost(k)
+        return replace(self, cost1=self.cost1 * factor, cost2=None if self.cost2 is None else self.cost2 * factor)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from hydrodeploy.optimize.candidates import (
     find_candidates,
     structures,
 )
-from hydrodeploy.optimize.choose import Placement, place
+from hydrodeploy.optimize.choose import ComponentTerm, Placement, place
 from hydrodeploy.optimize.config import Configuration, derive, rule_identity
 from hydrodeploy.optimize.costmodel import (
     MAX_SIM_CLIENTS,
@@ -495,7 +495,7 @@ class Analysis:
             if found is not candidates:
                 candidates.rejected.extend(found.rejected)
         candidates = replace(candidates, decouplings=[o for o, _ in kept])
-        evaluated = self._evaluate_structures(current, candidates, calibration)
+        evaluated = self._evaluate_structures(current, neck, candidates, calibration)
         tried = self.tried()
         for e in evaluated:
             earlier = [it.index for it in self.iterations if it.config.steps_text() == e["config"].steps_text()]
@@ -505,8 +505,11 @@ class Analysis:
             (e for e in evaluated if e["placement"].status == "optimal" and e["config"].steps_text() not in tried),
             key=lambda e: (-_bucket(e["placement"].throughput), -e["ceiling"]),
         )
+        # the current structure re-placed answers the measured bottleneck directly (its cost fitted to
+        # the measurement, which the other structures' model costs are not): predicted whatever its rank
+        again = [e for e in ranked[TOP_PREDICTED:] if not e["combo"]]
         predicted: list[tuple[Configuration, Prediction, float]] = []
-        for entry in ranked[:TOP_PREDICTED]:
+        for entry in [*ranked[:TOP_PREDICTED], *again]:
             config: Configuration = entry["config"]
             prog, topo = derive(self.base, config)
             # a faster configuration peaks at more clients (Little's law, latency alike): load it so
@@ -566,8 +569,11 @@ class Analysis:
             config = smaller
         return config
 
-    def _evaluate_structures(self, current: Iteration, candidates: Candidates, calibration: Calibration) -> list[dict[str, Any]]:
-        """Every structure: per-component costs in the performance simulation, then placement."""
+    def _evaluate_structures(
+        self, current: Iteration, neck: Bottleneck, candidates: Candidates, calibration: Calibration
+    ) -> list[dict[str, Any]]:
+        """Every structure: per-component costs in the performance simulation, then placement; the
+        current structure's bottleneck costs what it was measured to cost (:func:`_fit_bottleneck`)."""
         out: list[dict[str, Any]] = []
         around = max(8, calibration.clients)
         timeout = self.workload.clients.timeout_ms
@@ -583,8 +589,17 @@ class Analysis:
                 entry["placement"] = Placement({}, 0.0, 0, "", "error")
                 out.append(entry)
                 continue
-            placement = place(costs.terms, self.budget, calibration.host_cores, costs.host_cost, calibration.runtime.node)
-            ceiling = place(costs.terms, self.budget).maximum  # with no host limit: how far it can go
+            terms = costs.terms
+            if not combo:
+                terms, fit = _fit_bottleneck(terms, current.config, neck, calibration.runtime.node)
+                if fit is not None:
+                    entry["fitted"] = fit
+                    entry["reason"] += (
+                        f"; {fit['component']} x{fit['partitions']} placed on its measured cost per request, "
+                        f"{fit['measured_cost'] * 1e6:.2f} µs on {neck.address} (the model's: {fit['model_cost'] * 1e6:.2f} µs)"
+                    )
+            placement = place(terms, self.budget, calibration.host_cores, costs.host_cost, calibration.runtime.node)
+            ceiling = place(terms, self.budget).maximum  # with no host limit: how far it can go
             try:
                 config = self._within_budget(costs.configuration(placement.counts))
             except HydrodeployError as exc:  # the partitioned program does not derive
@@ -631,6 +646,24 @@ def _structure_reason(combo: Sequence[int], current: Configuration, candidates: 
         why = f"the bottleneck {neck} does not partition, the other components' counts may change"
     counts = ", ".join(f"{c} x{k}" for c, k in sorted(current.counts().items())) or "nothing partitioned"
     return f"re-placement of the current structure ({counts}) within the budget of {budget} machines: {why}"
+
+
+def _fit_bottleneck(
+    terms: Sequence[ComponentTerm], config: Configuration, neck: Bottleneck, node_cores: float
+) -> tuple[list[ComponentTerm], dict[str, Any] | None]:
+    """``terms`` of ``config``'s structure with the bottleneck's fitted to what its busiest node
+    measured at its current partition count (CPU per request, less the constant every node
+    spends): the model may hold a partitioned component to sustain more than it did, and then
+    places it again with no more partitions than it was measured to lack (None: nothing fitted)."""
+    term = next((t for t in terms if t.name == neck.component), None)
+    k = config.counts().get(neck.component, 1)
+    if term is None or neck.resource != "CPU" or neck.throughput <= 0 or term.cost(k) <= 0:
+        return list(terms), None
+    measured = max(0.0, neck.cpu - node_cores) / neck.throughput
+    if measured <= 0:
+        return list(terms), None
+    fit = {"component": term.name, "partitions": k, "model_cost": term.cost(k), "measured_cost": measured}
+    return [term.fitted(k, measured) if t is term else t for t in terms], fit
 
 
 def _largest_partition(config: Configuration) -> Configuration | None:
@@ -708,4 +741,5 @@ def _structure_json(e: Mapping[str, Any]) -> dict[str, Any]:
         "error": e.get("error"),
         "reason": e.get("reason", ""),
         "skipped": e.get("skipped"),
+        "fitted": e.get("fitted"),
     }

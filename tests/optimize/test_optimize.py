@@ -3,12 +3,13 @@ the performance simulation."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from hydrodeploy.language import load_program
-from hydrodeploy.optimize.bottleneck import find_bottleneck
+from hydrodeploy.optimize.bottleneck import Bottleneck, find_bottleneck
 from hydrodeploy.optimize.candidates import (
     PartitionOption,
     Rejection,
@@ -20,7 +21,7 @@ from hydrodeploy.optimize.choose import SLACK, ComponentTerm, cheapest, host_per
 from hydrodeploy.optimize.config import Configuration, Partitioning, derive, rule_identity
 from hydrodeploy.optimize.costmodel import RuntimeFit, _pooled, fit_runtime, inprocess_scales
 from hydrodeploy.optimize.evaluate import StructureCosts
-from hydrodeploy.optimize.loop import _structure_reason
+from hydrodeploy.optimize.loop import _fit_bottleneck, _structure_reason
 from hydrodeploy.optimize.perfsim import (
     SimPoint,
     TickCosts,
@@ -139,6 +140,27 @@ def test_a_partitioned_bottleneck_is_offered_more_partitions_by_re_placement() -
     reason = _structure_reason(combo, current, candidates, 26)
     assert reason.startswith(f"re-placement of the current structure ({collector} x2)")
     assert f"the bottleneck {collector} partitions on id" in reason
+
+
+def test_re_placement_gives_a_measured_bottleneck_the_partitions_it_lacks() -> None:
+    """The collector x4 saturated at 11,000 requests/s where the model held it to sustain 14,062:
+    placed on the model's costs the current structure gets x4 again (the configuration just
+    measured: nothing to try); on the collector's measured cost it gets x6."""
+    terms = [
+        ComponentTerm("coordinator", 1, 0.045, 0.045 / 14_000),
+        ComponentTerm("collector", 1, 0.045, 11e-6, 5.8e-6),
+        ComponentTerm("participant", 3, 0.045, 9e-6, 5e-6),
+    ]
+    current = Configuration((), (Partitioning("collector", "id", 4, "cohashing"),))
+    neck = Bottleneck("collector/2", "collector", 0.998, 0.0499, 0.05, "CPU", throughput=11_000.0)
+    assert place(terms, 30).counts["collector"] == 4
+    fitted, fit = _fit_bottleneck(terms, current, neck, 0.005)
+    assert fit is not None and fit["partitions"] == 4
+    assert fit["measured_cost"] == pytest.approx((0.0499 - 0.005) / 11_000)
+    assert fitted[1].throughput(4) == pytest.approx(0.045 / fit["measured_cost"])
+    assert fitted[1].shares()[0] / fitted[1].shares()[1] == pytest.approx(terms[1].shares()[0] / terms[1].shares()[1])
+    assert place(fitted, 30).counts["collector"] == 6
+    assert _fit_bottleneck(terms, current, replace(neck, resource="network"), 0.005) == (terms, None)
 
 
 def test_cfs_budget_runs_a_quota_per_period() -> None:
