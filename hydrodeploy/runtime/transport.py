@@ -364,16 +364,23 @@ class ControlChannel:
             if not data:
                 self.decoder.close()
                 return None
-            for frame in self.decoder.feed(data):
-                if frame.kind == codec.CONTROL:
-                    self._frames.append(frame.body)
-                else:
-                    self.stats.malformed += 1
+            _queue_control(self.decoder, data, self._frames, self.stats)
         return self._frames.pop(0)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
+
+
+def _queue_control(
+    decoder: FrameDecoder, data: bytes, frames: list[dict[str, Any]] | deque[dict[str, Any]], stats: DecodeStats
+) -> None:
+    """Queue the control messages ``data`` completes; a frame of another kind is malformed here."""
+    for frame in decoder.feed(data):
+        if frame.kind == codec.CONTROL:
+            frames.append(frame.body)
+        else:
+            stats.malformed += 1
 
 
 class ThreadControlChannel:
@@ -413,11 +420,7 @@ class ThreadControlChannel:
             if not data:
                 self.decoder.close()
                 return None
-            for frame in self.decoder.feed(data):
-                if frame.kind == codec.CONTROL:
-                    self._frames.append(frame.body)
-                else:
-                    self.stats.malformed += 1
+            _queue_control(self.decoder, data, self._frames, self.stats)
         return self._frames.popleft()
 
     def close(self) -> None:
