@@ -519,7 +519,7 @@ class Analysis:
             predicted.append((config, prediction, entry["ceiling"]))
         need = current.max_throughput * (1 + self.workload.analyze.min_gain)
         # the highest prediction; among predictions within a bucket of it, the structure that can
-        # go furthest later (:func:`_ceiling`)
+        # go furthest later (its throughput with the whole budget and no host limit)
         top = max((p.throughput for _, p, _ in predicted), default=0.0)
         near = [c for c in predicted if _bucket(c[1].throughput) >= _bucket(top) - 1]
         best_choice = max(near, key=lambda c: (c[2], c[1].throughput), default=None)
@@ -599,7 +599,7 @@ class Analysis:
                         f"{fit['measured_cost'] * 1e6:.2f} µs on {neck.address} (the model's: {fit['model_cost'] * 1e6:.2f} µs)"
                     )
             placement = place(terms, self.budget, calibration.host_cores, costs.host_cost, calibration.runtime.node)
-            ceiling = _ceiling(terms)
+            ceiling = place(terms, self.budget).maximum  # with no host limit: how far it can go
             try:
                 config = self._within_budget(costs.configuration(placement.counts))
             except HydrodeployError as exc:  # the partitioned program does not derive
@@ -646,17 +646,6 @@ def _structure_reason(combo: Sequence[int], current: Configuration, candidates: 
         why = f"the bottleneck {neck} does not partition, the other components' counts may change"
     counts = ", ".join(f"{c} x{k}" for c, k in sorted(current.counts().items())) or "nothing partitioned"
     return f"re-placement of the current structure ({counts}) within the budget of {budget} machines: {why}"
-
-
-def _ceiling(terms: Sequence[ComponentTerm]) -> float:
-    """How far a structure can go in later steps: its throughput when neither the budget nor the
-    host limits it, so what caps it are its components that do not partition. A structure can lift
-    that cap only by decoupling them, while within the budget structures a machine apart differ by
-    whatever that machine buys. 2PC: with the collectors decoupled, the coordinator left with its
-    fan-out to participants takes client input (it cannot partition) and cannot decouple its last
-    rule; it capped every later step at 10,000-11,800 requests/s (measured and predicted), while a
-    coordinator that forwards to a partitionable broadcaster caps near 17,000 (model)."""
-    return place(terms, None).maximum
 
 
 def _fit_bottleneck(

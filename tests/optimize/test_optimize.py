@@ -21,7 +21,7 @@ from hydrodeploy.optimize.choose import SLACK, ComponentTerm, cheapest, host_per
 from hydrodeploy.optimize.config import Configuration, Partitioning, derive, rule_identity
 from hydrodeploy.optimize.costmodel import RuntimeFit, _pooled, fit_runtime, inprocess_scales
 from hydrodeploy.optimize.evaluate import StructureCosts
-from hydrodeploy.optimize.loop import _ceiling, _fit_bottleneck, _structure_reason
+from hydrodeploy.optimize.loop import _fit_bottleneck, _structure_reason
 from hydrodeploy.optimize.perfsim import (
     SimPoint,
     TickCosts,
@@ -161,20 +161,6 @@ def test_re_placement_gives_a_measured_bottleneck_the_partitions_it_lacks() -> N
     assert fitted[1].shares()[0] / fitted[1].shares()[1] == pytest.approx(terms[1].shares()[0] / terms[1].shares()[1])
     assert place(fitted, 30).counts["collector"] == 6
     assert _fit_bottleneck(terms, current, replace(neck, resource="network"), 0.005) == (terms, None)
-
-
-def test_a_structure_goes_as_far_as_its_components_that_do_not_partition() -> None:
-    parts = [ComponentTerm("collector", 1, 0.045, 11e-6, 5.8e-6), ComponentTerm("participant", 3, 0.045, 9e-6, 5e-6)]
-    fan_out = [ComponentTerm("coordinator", 1, 0.045, 0.045 / 11_000), *parts]  # sends to every participant
-    forward = [
-        ComponentTerm("coordinator", 1, 0.045, 0.045 / 17_000),  # forwards to the broadcaster
-        ComponentTerm("broadcaster", 1, 0.045, 6e-6, 3.2e-6),
-        *parts,
-    ]
-    # within 11 machines what partitions caps both, and the broadcaster's machine costs the others one
-    assert place(forward, 11).maximum < place(fan_out, 11).maximum < 11_000
-    assert _ceiling(fan_out) == pytest.approx(11_000)
-    assert _ceiling(forward) > 15_000
 
 
 def test_cfs_budget_runs_a_quota_per_period() -> None:
