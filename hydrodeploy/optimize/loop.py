@@ -653,8 +653,9 @@ def _fit_bottleneck(
 ) -> tuple[list[ComponentTerm], dict[str, Any] | None]:
     """``terms`` of ``config``'s structure with the bottleneck's fitted to what its busiest node
     measured at its current partition count (CPU per request, less the constant every node
-    spends): the model may hold a partitioned component to sustain more than it did, and then
-    places it again with no more partitions than it was measured to lack (None: nothing fitted)."""
+    spends). On the model's costs a partitioned bottleneck can look as if it sustained more than it
+    did (2PC collectors cost 1.3-1.5x the model's per request on their busiest partition), and
+    placed again it keeps the count it saturated at (None: nothing fitted)."""
     term = next((t for t in terms if t.name == neck.component), None)
     k = config.counts().get(neck.component, 1)
     if term is None or neck.resource != "CPU" or neck.throughput <= 0 or term.cost(k) <= 0:
