@@ -93,6 +93,22 @@ def split_keeping_c1_independent(program: ir.Program, target: Decouple, rewrite:
     return s
 
 
+def fans_out(program: ir.Program, rule: ir.Rule) -> bool:
+    """Whether an asynchronous rule sends each body match to every instance of a component with
+    several (``vote_req@p(...) :~ client_in(...), participant(p)``). Moving every rule of a
+    component is worth it only then: what stays forwards each input once, to the new component,
+    in place of the several messages the original sent."""
+    dest = rule.head.dest
+    if rule.kind is not ir.RuleKind.ASYNC or dest is None:
+        return False
+    for atom in rule.atoms():
+        decl = program.component(atom.relation)
+        several = decl is not None and not atom.negated and decl.instances > 1
+        if several and any(isinstance(t, ir.Var) and t.name == dest.target for t in atom.terms):
+            return True
+    return False
+
+
 def split(program: ir.Program, target: Decouple, rewrite: str) -> Split | NotApplicable:
     """Validate a decoupling target and classify what the moved rules read."""
     decl = program.component(target.component)
@@ -108,9 +124,13 @@ def split(program: ir.Program, target: Decouple, rewrite: str) -> Split | NotApp
     kept = frozenset(range(len(ctx.rules))) - moved - static
     if not moved:
         return NotApplicable(rewrite, target, "the chosen rules only derive constants; nothing to move", block.span)
-    if not kept:
+    if not kept and not any(fans_out(program, ctx.rules[i]) for i in moved):
         return NotApplicable(
-            rewrite, target, f"every rule of '{target.component}' would move, leaving it empty", block.span
+            rewrite,
+            target,
+            f"every rule of '{target.component}' would move, leaving it only forwarding its inputs, "
+            "and none of them sends an input to several nodes (a relay would send as much as it does)",
+            block.span,
         )
     name = target.name or default_name(program, target.component, moved)
     if target.name is not None and not m.component_name_ok(program, target.name):

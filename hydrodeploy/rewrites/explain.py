@@ -21,7 +21,7 @@ from hydrodeploy.analysis.references import clusters, upstream_closure
 from hydrodeploy.language import ir
 from hydrodeploy.rewrites import DECOUPLING, PARTITIONING
 from hydrodeploy.rewrites.base import CheckResult, Decouple, Partition
-from hydrodeploy.rewrites.decoupling import default_name
+from hydrodeploy.rewrites.decoupling import default_name, fans_out
 
 EXAMPLE_PARTITIONS = 3
 
@@ -54,9 +54,11 @@ def candidate_sets(program: ir.Program, component: str) -> list[frozenset[int]]:
         if rule.kind is ir.RuleKind.ASYNC:
             out.append(frozenset({i}))
             out.append(upstream_closure(program, component, {i}) & dynamic)
+    # every rule at once only when one of them fans each input out (see decoupling.fans_out)
+    whole_ok = any(fans_out(program, ctx.rules[i]) for i in dynamic)
     unique: list[frozenset[int]] = []
     for s in out:
-        if s and s != dynamic and s not in unique:
+        if s and (s != dynamic or whole_ok) and s not in unique:
             unique.append(s)
     return sorted(unique, key=lambda s: (min(s), len(s)))
 
