@@ -76,6 +76,10 @@ class ComponentTerm:
         c = self.cost(k)
         return self.capacity / c if c > 0 else math.inf
 
+    def repeated(self, k: int) -> float:
+        """CPU per request the partitions beyond each instance's first repeat: ``I (k - 1) b``."""
+        return self.instances * (k - 1) * self.shares()[1]
+
     def fitted(self, k: int, cost: float) -> ComponentTerm:
         """The same shape (``a / k + b``, both scaled alike) through a measured ``cost`` at ``k``."""
         factor = cost / self.cost(k)
@@ -124,7 +128,7 @@ def place(
     scale = reach if math.isfinite(reach) and reach > 0 else 1.0
     host_limited = host_cores is not None and host_cost > 0
     # host CPU per request that the partitions beyond the first repeat (each ticks on its own)
-    repeats = [t.instances * (k - 1) * t.shares()[1] for t, k in choices]
+    repeats = [t.repeated(k) for t, k in choices]
     n = len(choices)
     nw = n if host_limited and any(r > 0 for r in repeats) and math.isfinite(reach) else 0
     nx = 1 + n + nw  # X, z_ck, and w_ck = X * z_ck where partitions repeat work
@@ -217,7 +221,7 @@ def host_per_request(terms: Sequence[ComponentTerm], counts: Mapping[str, int], 
     """CPU seconds per request of every process on the host with these partition counts:
     ``host_cost`` (everything unpartitioned, clients included) plus the work each partition
     beyond an instance's first repeats, ``I_c * (k - 1) * b_c``."""
-    return host_cost + sum(t.instances * (counts.get(t.name, 1) - 1) * t.shares()[1] for t in terms)
+    return host_cost + sum(t.repeated(counts.get(t.name, 1)) for t in terms)
 
 
 def terms_from_points(
@@ -268,7 +272,7 @@ def cheapest(
             lo.append(1.0)
             hi.append(1.0)
         if host_cores is not None and host_cost > 0:  # each partition beyond the first repeats b_c (place)
-            rows.append(np.array([node_cores * t.instances * k + t.instances * (k - 1) * t.shares()[1] * throughput for t, k in choices]))
+            rows.append(np.array([node_cores * t.instances * k + t.repeated(k) * throughput for t, k in choices]))
             lo.append(-np.inf)
             hi.append(host_cores - node_cores * fixed_machines - host_cost * throughput)
         result = milp(

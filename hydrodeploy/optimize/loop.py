@@ -218,8 +218,9 @@ class Analysis:
         kept = [it for it in self.iterations if it.status == "measured" and it.kept]
         return kept[-1] if kept else None
 
-    def tried(self) -> set[str]:
-        return {it.config.steps_text() for it in self.iterations}
+    def tried(self) -> dict[str, int]:
+        """The configurations measured so far (steps text), each with its last iteration."""
+        return {it.config.steps_text(): it.index for it in self.iterations}
 
     # ---- the loop -------------------------------------------------------------------------------
 
@@ -498,9 +499,9 @@ class Analysis:
         evaluated = self._evaluate_structures(current, neck, candidates, calibration)
         tried = self.tried()
         for e in evaluated:
-            earlier = [it.index for it in self.iterations if it.config.steps_text() == e["config"].steps_text()]
-            if earlier:
-                e["skipped"] = f"measured before (iteration {earlier[-1]})"
+            earlier = tried.get(e["config"].steps_text())
+            if earlier is not None:
+                e["skipped"] = f"measured before (iteration {earlier})"
         ranked = sorted(
             (e for e in evaluated if e["placement"].status == "optimal" and e["config"].steps_text() not in tried),
             key=lambda e: (-_bucket(e["placement"].throughput), -e["ceiling"]),

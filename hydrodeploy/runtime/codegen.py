@@ -147,6 +147,9 @@ def generate(
     route: str = "plain",
 ) -> tuple[str, tuple[str, ...]]:
     """Python source of the rule's function and, for aggregate rules, the binding variables."""
+    copy = _copy_source(rule, delta_position)
+    if copy is not None:
+        return f"def {name}(D, I, DL, IL, OUT):\n    OUT.update({copy})\n", ()
     em = _Emitter()
     bound: set[str] = set()
     for lit in _order(rule, functions, delta_position):
@@ -167,9 +170,6 @@ def generate(
             em.line(f"OUT.append(({dest}, {values}))")
         else:
             em.line(f"OUT.add({values})")
-    copy = _copy_source(rule, delta_position)
-    if copy is not None:
-        return f"def {name}(D, I, DL, IL, OUT):\n    OUT.update({copy})\n", binding_vars
     body = "\n".join(_without_unused(em.lines)) if em.lines else "    pass"
     prelude = "\n".join(em.prelude)
     src = f"def {name}(D, I, DL, IL, OUT):\n{prelude}\n{body}\n" if prelude else f"def {name}(D, I, DL, IL, OUT):\n{body}\n"

@@ -63,6 +63,6 @@ def read_recording(path: str | Path) -> tuple[dict[str, Any], Iterator[tuple[lis
 
     def ticks() -> Iterator[tuple[list[tuple[str, Fact]], list[str]]]:
         for inbox, timers in records[1:]:
-            yield [(rel, tuple(values)) for rel, values in inbox], list(timers)
+            yield list(inbox), list(timers)  # use_list=False: every fact is already a tuple
 
     return header, ticks()
