@@ -208,4 +208,8 @@ def test_quick_run_of_the_shipped_voting_workload(tmp_path: Path) -> None:
     assert max(float(r["throughput"]) for r in rows) == it["max_throughput"]
     assert (run / "throughput_latency.png").read_bytes().startswith(b"\x89PNG")
     assert (run / "spec.yaml").exists() and (run / "iterations" / "00" / "program.ded").exists()
+    final = json.loads((run / "iterations" / "00" / "final_metrics.json").read_text())
+    # node processes collect only young generations (one full collection at start-up, before any tick)
+    assert {node["gc_collections"][2] for node in final.values()} == {1}
+    assert all(node["gc_collections"][0] > 0 for node in final.values())
     assert "measured points" in out and "bottleneck at the best point: leader/0" in out

@@ -29,6 +29,7 @@ Control messages (msgpack maps, key ``t``): node -> orchestrator ``hello``, ``st
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import json
 import os
@@ -42,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from hydrodeploy.language import ir, load_program
-from hydrodeploy.runtime import eventloop, tickrecord
+from hydrodeploy.runtime import eventloop, gcpolicy, tickrecord
 from hydrodeploy.runtime.codec import Fact
 from hydrodeploy.runtime.evaluator import NodeEvaluator
 from hydrodeploy.runtime.plan import compile_component
@@ -360,6 +361,7 @@ class Node:
             "channels": self.transport.channels.snapshot(),
             "frames": self.transport.decode_stats.as_dict(),
             "log": self.log.metrics(),
+            "gc_collections": [generation["collections"] for generation in gc.get_stats()],
         }
 
     def _control_loop(self, control: ThreadControlChannel, loop: asyncio.AbstractEventLoop) -> None:
@@ -435,6 +437,7 @@ def main() -> int:
     spec = NodeSpec.from_json(sys.stdin.buffer.read())
     program = load_program(spec.program)
     engine = load_engine(spec, program)
+    gcpolicy.young_only()
     return eventloop.run(Node(spec, engine).run())
 
 

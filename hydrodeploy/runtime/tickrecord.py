@@ -37,7 +37,9 @@ class TickRecorder:
 
     def __init__(self, spec: NodeSpec, directory: str) -> None:
         header = {k: v for k, v in asdict(spec).items() if k != "secret"}
-        self.file: IO[bytes] = open(recording_path(directory, spec.address), "wb")  # noqa: SIM115
+        path = recording_path(directory, spec.address)
+        path.parent.mkdir(parents=True, exist_ok=True)  # every node may be the first to record
+        self.file: IO[bytes] = open(path, "wb")  # noqa: SIM115
         self.file.write(msgpack.packb(header, use_bin_type=True))
 
     def tick(self, inbox: list[tuple[str, Fact]], timers: list[str]) -> None:
