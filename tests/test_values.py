@@ -36,6 +36,15 @@ homogeneous_rows = st.sampled_from(
         (natives, natives),
     ]
 ).flatmap(lambda cols: st.lists(st.tuples(*cols), max_size=12))
+# native leading columns before values only order_key orders (a request's payload bytes)
+native_prefix_rows = st.sampled_from(
+    [
+        (st.integers(-3, 3), st.binary(max_size=2)),
+        (st.text(max_size=1), st.integers(-1, 1), foreign),
+        (st.booleans(), st.floats(allow_nan=True), st.binary(max_size=1), st.integers(-1, 1)),
+        (st.integers(), st.integers(-1, 1), st.binary(max_size=2)),
+    ]
+).flatmap(lambda cols: st.lists(st.tuples(*cols), max_size=12))
 
 
 @st.composite
@@ -54,7 +63,7 @@ def by_key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(homogeneous_rows, mixed_rows(natives), mixed_rows(scalars), mixed_rows(anything)))
+@given(st.one_of(homogeneous_rows, native_prefix_rows, mixed_rows(natives), mixed_rows(scalars), mixed_rows(anything)))
 def test_sorted_rows_is_the_order_of_order_key(rows: list[tuple[Any, ...]]) -> None:
     assert same(sorted_rows(rows), by_key(rows))
 

@@ -338,6 +338,12 @@ def builtin_relations(program: Program) -> dict[str, int]:
     return out
 
 
+def single_fact_builtins(program: Program) -> frozenset[str]:
+    """Built-in relations that hold exactly one fact on every node: ``self``, ``self_index``,
+    ``self_partition`` and every ``<component>_count``."""
+    return frozenset(("self", "self_index", "self_partition", *(f"{c.name}_count" for c in program.components)))
+
+
 def expr_vars(expr: Expr | Aggregate | Wildcard) -> frozenset[str]:
     """Variables an expression reads."""
     if isinstance(expr, Var):

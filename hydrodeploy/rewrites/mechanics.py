@@ -392,12 +392,15 @@ def forward_rule(program: ir.Program, original: str, new: str, relation: str, ch
     decl = program.component(original)
     single = decl is not None and decl.instances == 1
     dest_var = fresh_name(names, "node")
-    body: list[ir.Literal] = [ir.Atom(relation, terms)]
+    # the destination first: the evaluator joins atoms in body order when none is bound, and the
+    # one or two destination facts then bind before the (many) forwarded facts are scanned once
+    body: list[ir.Literal]
     if single:
-        body.append(ir.Atom(new, (ir.Var(dest_var),)))
+        body = [ir.Atom(new, (ir.Var(dest_var),))]
     else:
         me = fresh_name([*names, dest_var], "me")
-        body += [ir.Atom("self", (ir.Var(me),)), ir.Atom(pairing_name(new), (ir.Var(me), ir.Var(dest_var)))]
+        body = [ir.Atom("self", (ir.Var(me),)), ir.Atom(pairing_name(new), (ir.Var(me), ir.Var(dest_var)))]
+    body.append(ir.Atom(relation, terms))
     return ir.Rule(
         ir.Head(channel, terms, ir.Dest(dest_var)),
         ir.RuleKind.ASYNC,

@@ -33,13 +33,14 @@ class CompiledRule:
     source: str
     requires: tuple[str, ...] = ()  # relations that must be non-empty for the body to match
     distinct: bool = False  # no two body matches give the same output (see _distinct_outputs)
+    single_fact: frozenset[str] = frozenset()  # relations known to hold one fact (ir.single_fact_builtins)
 
     def __post_init__(self) -> None:
         functions = {f.name for f in self.rule_functions}
         self.requires = tuple(
             dict.fromkeys(a.relation for a in self.rule.positive_atoms() if a.relation not in functions)
         )
-        self.distinct = _distinct_outputs(self.rule, functions)
+        self.distinct = _distinct_outputs(self.rule, functions, self.single_fact)
 
     @property
     def head(self) -> str:
@@ -50,7 +51,7 @@ class CompiledRule:
         return f"rule {self.number} for '{self.head}'{where}"
 
 
-def _distinct_outputs(rule: ir.Rule, functions: set[str]) -> bool:
+def _distinct_outputs(rule: ir.Rule, functions: set[str], single_fact: frozenset[str] = frozenset()) -> bool:
     """Whether the rule's function never emits the same output twice in one call, so that an
     asynchronous rule's messages need no deduplication.
 
@@ -59,12 +60,18 @@ def _distinct_outputs(rule: ir.Rule, functions: set[str]) -> bool:
     filtering with comparisons and negations. Two different matches therefore differ in the facts
     of some atom; when no atom has a wildcard, those facts (distinct tuples) differ in a variable
     (constants are equal); when every such variable is a term of the head (or its ``@x``
-    destination), the two outputs differ too.
+    destination), the two outputs differ too. An atom over a relation of one fact (``self(me)``)
+    matches one way only, so two matches never differ in its facts. A partitioned destination
+    ``@x[k]`` is a partition of instance ``x``: different instances, different addresses.
     """
     if rule.kind is not ir.RuleKind.ASYNC or rule.head.aggregates:
         return False
     atom_vars: set[str] = set()
+    fixed: set[str] = set()  # bound by a one-fact relation: equal in every match
     for atom in rule.positive_atoms():
+        if atom.relation in single_fact:
+            fixed.update(t.name for t in atom.terms if isinstance(t, ir.Var))
+            continue
         if atom.relation in functions:
             continue
         for term in atom.terms:
@@ -74,9 +81,9 @@ def _distinct_outputs(rule: ir.Rule, functions: set[str]) -> bool:
                 return False  # a wildcard: matches may differ only there
     output = {t.name for t in rule.head.terms if isinstance(t, ir.Var)}
     dest = rule.head.dest
-    if dest is not None and dest.keys is None:
+    if dest is not None:
         output.add(dest.target)
-    return atom_vars <= output
+    return atom_vars - fixed <= output
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,7 @@ def _compile_rule(
     functions: dict[str, ir.FunctionDecl],
     namespace: dict[str, Any],
     recursive_relations: frozenset[str] = frozenset(),
+    single_fact: frozenset[str] = frozenset(),
 ) -> CompiledRule:
     name = f"rule_{number}"
     source, binding_vars = generate(rule, name, functions)
@@ -149,7 +157,9 @@ def _compile_rule(
             sources.append(dsource)
     aggregate = AggregateHead(rule.head, binding_vars) if rule.head.aggregates else None
     used = tuple(functions[a.relation] for a in rule.atoms() if a.relation in functions)
-    return CompiledRule(number, rule, used, fn, tuple(delta_fns), aggregate, "\n".join(sources))
+    return CompiledRule(
+        number, rule, used, fn, tuple(delta_fns), aggregate, "\n".join(sources), single_fact=single_fact
+    )
 
 
 def compile_component(program: ir.Program, component: str, namespace: dict[str, Any] | None = None) -> ComponentPlan:
@@ -167,8 +177,11 @@ def compile_component(program: ir.Program, component: str, namespace: dict[str, 
     next_rules = tuple(
         _compile_rule(numbers[id(r)], r, functions, ns) for r in rules if r.kind is ir.RuleKind.NEXT
     )
+    single_fact = ir.single_fact_builtins(program)
     async_rules = tuple(
-        _compile_rule(numbers[id(r)], r, functions, ns) for r in rules if r.kind is ir.RuleKind.ASYNC
+        _compile_rule(numbers[id(r)], r, functions, ns, single_fact=single_fact)
+        for r in rules
+        if r.kind is ir.RuleKind.ASYNC
     )
     facts: dict[str, set[tuple[Any, ...]]] = {}
     for fact in block.facts if block else ():
