@@ -16,8 +16,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,10 +26,12 @@ import yaml
 from hydrodeploy.bench.experiment import Bench
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import DeployError, ProcessSpec
-from hydrodeploy.deploy.cluster import load_cluster, open_cluster
+from hydrodeploy.deploy.cluster import RunClusters, load_cluster, open_cluster
+from hydrodeploy.deploy.gcp import GcpCluster, instance_names
+from hydrodeploy.deploy.gcpfile import GcpClusterSpec
 from hydrodeploy.deploy.ssh import HostKeyRefused, SshCluster, SshHost
 from hydrodeploy.deploy.sshfile import SshClusterSpec
-from hydrodeploy.testing.sshd import SshdHosts, unavailable
+from hydrodeploy.testing.sshd import SshdHost, SshdHosts, unavailable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(unavailable() is not None, reason=f"{unavailable()}")]
 
@@ -259,15 +262,12 @@ def test_every_host_runs_the_host_agent_from_one_unpacked_bundle(hosts: SshdHost
         cluster.close()
 
 
-def test_gcp_instances_become_ssh_hosts_checked_with_keys_from_guest_attributes(hosts: SshdHosts, tmp_path: Path) -> None:
-    """The GCP backend end to end, the API answered from recorded responses (FAKE: the real
-    service is not reachable from a test) whose instances are two of this machine's sshd hosts:
-    their host keys come from the recorded guest attributes, the SSH connections are checked
-    strictly against them, processes run, and closing deletes the instances by label."""
+def recorded_gcp(hosts: SshdHosts, tmp_path: Path) -> tuple[GcpClusterSpec, Callable[[], GcpCluster], Any, list[SshdHost]]:
+    """A GCP cluster file of two machines, and how to open it against recorded API answers (FAKE:
+    the real service is not reachable from a test) whose instances are two of this machine's sshd
+    hosts; with the replaying adapter (what it has not answered yet) and those two hosts."""
     from test_gcp import RECORDINGS, RUN_ID, values
 
-    from hydrodeploy.deploy.gcp import GcpCluster, instance_names
-    from hydrodeploy.deploy.gcpfile import GcpClusterSpec
     from hydrodeploy.testing.gcp import fake_compute, load_recording
 
     two = hosts.hosts[:2]
@@ -292,7 +292,28 @@ def test_gcp_instances_become_ssh_hosts_checked_with_keys_from_guest_attributes(
         )
         return SshCluster(local, run_dir, run_id, state)
 
-    cluster = GcpCluster(spec, tmp_path, compute=compute, run_id=RUN_ID, open_ssh=open_ssh, sleep=lambda s: None)
+    def create() -> GcpCluster:
+        return GcpCluster(spec, tmp_path, compute=compute, run_id=RUN_ID, open_ssh=open_ssh, sleep=lambda s: None)
+
+    return spec, create, adapter, two
+
+
+async def one_point(bench: Bench) -> float:
+    await bench.start()
+    point, _ = await bench.point(0, 4, WindowsSpec(warmup_s=0.3, measure_s=0.5, cooldown_s=0.1, bin_s=0.25), ClientsSpec())
+    await bench.stop()
+    return point.throughput
+
+
+def test_gcp_instances_become_ssh_hosts_checked_with_keys_from_guest_attributes(hosts: SshdHosts, tmp_path: Path) -> None:
+    """The GCP backend end to end, the API answered from recorded responses (FAKE: the real
+    service is not reachable from a test) whose instances are two of this machine's sshd hosts:
+    their host keys come from the recorded guest attributes, the SSH connections are checked
+    strictly against them, processes run, and closing deletes the instances by label."""
+    from test_gcp import RUN_ID
+
+    spec, create, adapter, two = recorded_gcp(hosts, tmp_path)
+    cluster = create()
     try:
         known = (tmp_path / "known_hosts").read_text()
         assert all(f"{h.address} {h.host_key_line}" in known for h in two)
@@ -300,14 +321,7 @@ def test_gcp_instances_become_ssh_hosts_checked_with_keys_from_guest_attributes(
         # address, which the hosts (other network namespaces) reach only through SSH
         assert cluster.orchestrator_address() == "127.0.0.1"
         bench = Bench(ROOT / "protocols" / "voting.ded", cluster, tmp_path / "logs", client_processes=1)
-
-        async def one_point() -> float:
-            await bench.start()
-            point, _ = await bench.point(0, 4, WindowsSpec(warmup_s=0.3, measure_s=0.5, cooldown_s=0.1, bin_s=0.25), ClientsSpec())
-            await bench.stop()
-            return point.throughput
-
-        assert asyncio.run(one_point()) > 0
+        assert asyncio.run(one_point(bench)) > 0
         placed = {name: peer.host.address for name, peer in bench.deployment.peers.items()}
         assert placed == {
             "leader/0": two[0].address,
@@ -324,8 +338,36 @@ def test_gcp_instances_become_ssh_hosts_checked_with_keys_from_guest_attributes(
     assert state["kind"] == "gcp" and state["status"] == "closed"
     assert state["cost_per_hour"] == pytest.approx(2 * 0.194236)
     assert state["deleted"] == instance_names(spec, RUN_ID)
-    assert [h["host"] for h in state["hosts"]] == addresses  # what the SSH part recorded
+    assert [h["host"] for h in state["hosts"]] == [h.address for h in two]  # what the SSH part recorded
     assert state["instances"][1]["host_keys"] == [f"ssh-ed25519 {two[1].fingerprint}"]
+    assert adapter.pending == []
+
+
+def test_an_analysis_keeps_its_gcp_instances_from_one_deployment_to_the_next(hosts: SshdHosts, tmp_path: Path) -> None:
+    """What ``hydrodeploy analyze`` does per iteration: deployments one after another on the
+    clusters of one run. The instances are created once (the recording answers one creation:
+    a second would fail), each deployment ends with its processes stopped and the hosts' run
+    directory removed, and closing the run deletes the instances."""
+    from test_gcp import RUN_ID
+
+    spec, create, adapter, _ = recorded_gcp(hosts, tmp_path)
+    clusters = RunClusters(spec, tmp_path, create=create)
+    try:
+        for deployment in range(3):
+            cluster = clusters.deployment()
+            bench = Bench(ROOT / "protocols" / "voting.ded", cluster, tmp_path / f"logs{deployment}", client_processes=1)
+            try:
+                assert asyncio.run(one_point(bench)) > 0
+            finally:
+                bench.close()
+            assert settle(hosts) == {}
+            assert run_dirs(hosts) == []
+            assert json.loads((tmp_path / "cluster.json").read_text())["status"] == "kept"
+            assert cluster.warnings == []
+    finally:
+        clusters.close()
+    state = json.loads((tmp_path / "cluster.json").read_text())
+    assert state["status"] == "closed" and state["deleted"] == instance_names(spec, RUN_ID)
     assert adapter.pending == []
 
 

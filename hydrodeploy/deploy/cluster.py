@@ -13,16 +13,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hydrodeploy.deploy.gcpfile import GcpClusterSpec
-from hydrodeploy.deploy.host import Cluster
+from hydrodeploy.deploy.host import Cluster, Host
 from hydrodeploy.deploy.local import LocalCluster
 from hydrodeploy.deploy.sshfile import SshClusterSpec
 from hydrodeploy.specfile import load_model, read_yaml
+
+if TYPE_CHECKING:
+    from hydrodeploy.deploy.gcp import GcpCluster
 
 
 class MachineSpec(BaseModel):
@@ -79,6 +83,61 @@ def load_cluster(path: str | Path) -> AnyClusterSpec:
     if kind != "local":
         load_model(path, _Kind)  # names the kinds there are, pointing at the wrong one
     return load_model(path, ClusterSpec)
+
+
+class RunClusters:
+    """The clusters of a run that deploys several times in a row (``hydrodeploy analyze``: the
+    calibration, then every iteration). GCP instances are created once, on the first
+    deployment, kept between deployments and deleted by :meth:`close`; local and SSH clusters are
+    opened for each deployment (cheap: SSH hosts keep the code bundle between them)."""
+
+    def __init__(
+        self, spec: AnyClusterSpec, run_dir: Path | None = None, create: Callable[[], GcpCluster] | None = None
+    ) -> None:
+        self.spec = spec
+        self.run_dir = run_dir
+        self._create = create  # how the GCP cluster is created (tests: against recorded API answers)
+        self._kept: GcpCluster | None = None  # created on the first deployment
+
+    def deployment(self) -> Cluster:
+        """A cluster for one deployment; closing it ends that deployment."""
+        if not isinstance(self.spec, GcpClusterSpec):
+            return open_cluster(self.spec, self.run_dir)
+        if self._kept is None:
+            if self._create is not None:
+                self._kept = self._create()
+            else:
+                from hydrodeploy.deploy.gcp import GcpCluster
+
+                self._kept = GcpCluster(self.spec, self.run_dir)
+        return _OneDeployment(self._kept)
+
+    def close(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            kept.close()
+
+
+class _OneDeployment(Cluster):
+    """One deployment on a kept cluster: closing it ends the deployment, not the cluster."""
+
+    def __init__(self, kept: GcpCluster) -> None:
+        self.kept = kept
+        self.name = kept.name
+        self.warnings: list[str] = []
+
+    def hosts(self, nodes: Sequence[str], client_processes: int) -> tuple[dict[str, Host], list[Host]]:
+        return self.kept.hosts(nodes, client_processes)
+
+    def orchestrator_address(self) -> str:
+        return self.kept.orchestrator_address()
+
+    def close(self) -> None:
+        before = len(self.kept.warnings)
+        try:
+            self.kept.end_deployment()
+        finally:
+            self.warnings.extend(self.kept.warnings[before:])  # what ending this deployment ran into
 
 
 def open_cluster(spec: AnyClusterSpec, run_dir: Path | None = None) -> Cluster:

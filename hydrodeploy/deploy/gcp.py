@@ -16,8 +16,10 @@ Opening a :class:`GcpCluster`
    keys are checked from the first connection), waits until the startup script is done, and
    opens an :class:`~hydrodeploy.deploy.ssh.SshCluster` on the instances.
 
-Closing closes the SSH cluster (fetching logs and profiles) and deletes every instance labelled
-with the run id (also with request ids). The cost per hour (instances x price) is recorded in
+A run of several deployments (``hydrodeploy analyze``) ends each one with
+:meth:`GcpCluster.end_deployment` (the SSH cluster closed: processes stopped, files fetched,
+remote run directories removed) and deploys the next on the same instances. Closing closes the
+SSH cluster and deletes every instance labelled with the run id (also with request ids). The cost per hour (instances x price) is recorded in
 ``cluster.json``.
 
 Tests drive this code against recorded API responses through the real client library with a
@@ -346,25 +348,47 @@ class GcpCluster(Cluster):
             if spec.host_key_policy == "guest-attributes":
                 write_known_hosts(known, self.created)
             self._write_state("created")
-            sspec = ssh_spec(spec, self.created, known)
+            self._sspec = ssh_spec(spec, self.created, known)
+            self._open_ssh = open_ssh
             if open_ssh is None:
-                wait_ready(sspec, spec.startup_timeout_s)
-                self.ssh = SshCluster(sspec, run_dir, self.run_id, self.state("open"))
-            else:
-                self.ssh = open_ssh(sspec, run_dir, self.run_id, self.state("open"))
+                wait_ready(self._sspec, spec.startup_timeout_s)
+            self._session()
         except BaseException:
             self.close()
             raise
 
+    def _session(self) -> Cluster:
+        """The SSH cluster over the instances for the current deployment (opened on first use)."""
+        if self.ssh is None:
+            if self._closed:
+                raise DeployError(f"cluster {self.name}: used after it was closed")
+            if self._open_ssh is None:
+                self.ssh = SshCluster(self._sspec, self.run_dir, self.run_id, self.state("open"))
+            else:
+                self.ssh = self._open_ssh(self._sspec, self.run_dir, self.run_id, self.state("open"))
+        return self.ssh
+
+    def end_deployment(self) -> None:
+        """End the current deployment but keep the instances for the next one: its processes are
+        stopped, its files fetched and the hosts' run directories removed (the SSH cluster's
+        close); the next :meth:`hosts` opens a new SSH session on the same instances, with the
+        host keys already checked. ``hydrodeploy analyze`` measures every iteration this way
+        instead of creating the instances again."""
+        ssh, self.ssh = self.ssh, None
+        if ssh is not None:
+            try:
+                ssh.close()
+            finally:
+                self.warnings.extend(ssh.warnings)
+                self._write_state("kept")
+
     # ---- Cluster ----------------------------------------------------------------------------------
 
     def hosts(self, nodes: Any, client_processes: int) -> tuple[dict[str, Host], list[Host]]:
-        assert self.ssh is not None
-        return self.ssh.hosts(nodes, client_processes)
+        return self._session().hosts(nodes, client_processes)
 
     def orchestrator_address(self) -> str:
-        assert self.ssh is not None
-        return self.ssh.orchestrator_address()
+        return self._session().orchestrator_address()
 
     def cost_per_hour(self) -> float | None:
         price = self.spec.instance_price()

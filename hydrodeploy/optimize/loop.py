@@ -13,7 +13,9 @@
 
 Everything is written to the run directory as it happens (``iterations/NN/iteration.json``,
 ``decision.json``, point and profile files, ``state.json``); ``--resume`` continues from there:
-measured iterations are kept, an interrupted one is measured again.
+measured iterations are kept, an interrupted one is measured again. Every measurement is a
+deployment of its own; on GCP they share the instances, created for the first one and deleted
+when the loop ends (:class:`~hydrodeploy.deploy.cluster.RunClusters`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from hydrodeploy.bench.experiment import Bench, Observer
 from hydrodeploy.bench.measure import Plateau, Point
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec, WorkloadSpec
-from hydrodeploy.deploy.cluster import AnyClusterSpec, ClusterSpec, open_cluster
+from hydrodeploy.deploy.cluster import AnyClusterSpec, ClusterSpec, RunClusters
 from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.language import ir, load_program, print_program
 from hydrodeploy.optimize.bottleneck import Bottleneck, find_bottleneck
@@ -180,6 +182,7 @@ class Analysis:
         self.budget = workload.budget.machines or DEFAULT_BUDGET
         self.slo = workload.slo.p99_ms
         self.local = isinstance(cluster, ClusterSpec)
+        self.clusters = RunClusters(cluster, run_dir.path)  # GCP instances kept across iterations
         self.quota: float | None = cluster.machine.cpus if isinstance(cluster, ClusterSpec) else None
         self.period_s = cluster.machine.cfs_period_us / 1e6 if isinstance(cluster, ClusterSpec) else 0.01
         self.started = time.monotonic()
@@ -228,6 +231,12 @@ class Analysis:
         """Run (or continue) the loop; why it stopped."""
         if self.stopped:
             return self.stopped
+        try:
+            return await self._run()
+        finally:
+            self.clusters.close()
+
+    async def _run(self) -> str:
         self.started = time.monotonic()
         if self.workload.analyze.calibrate and not (self.run_dir.path / "calibration" / "profiles").is_dir():
             await self._calibration_run()
@@ -293,7 +302,7 @@ class Analysis:
         program = load_program(str(CALIBRATION_PROGRAM))
         topology = Topology.of(program)
         shutil.copyfile(CALIBRATION_PROGRAM, folder / "program.ded")
-        cluster = open_cluster(self.cluster, run_dir=self.run_dir.path)
+        cluster = self.clusters.deployment()
         bench = Bench(folder / "program.ded", cluster, folder / "logs", self.workload.clients.processes, topology=topology)
 
         def keep(point: Point, profile: WindowProfile) -> None:
@@ -408,7 +417,7 @@ class Analysis:
 
     async def _sweep(self, it: Iteration, path: Path, topology: Topology, counts: Sequence[int]) -> Measured:
         folder = self.run_dir.iteration(it.index)
-        cluster = open_cluster(self.cluster, run_dir=self.run_dir.path)
+        cluster = self.clusters.deployment()
         for warning in cluster.warnings:
             self.observer.warning(warning)
         bench = Bench(
