@@ -15,7 +15,7 @@ import pytest
 from network_harness import PROTOCOLS, Recorded, run_protocol
 
 from hydrodeploy.bench.experiment import Bench
-from hydrodeploy.runtime.codec import DATA, encode_data
+from hydrodeploy.runtime.codec import DATA, Sealer, new_nonce
 
 pytestmark = pytest.mark.e2e
 
@@ -108,18 +108,26 @@ def test_kvs_certifies_every_value(tmp_path: Path) -> None:
 
 
 def test_frames_from_outside_the_deployment_are_dropped_and_counted(tmp_path: Path) -> None:
-    """Forged (another secret), truncated and unparseable input reaches the leader's port before
-    the load; the leader drops and counts each, answers no forged request, and serves the
-    clients as usual."""
+    """Forged (another secret), replayed (an authentic frame of another connection), truncated
+    and unparseable input reaches the leader's port before the load; the leader drops and
+    counts each, answers no forged request, and serves the clients as usual."""
     forged_id = 12345
 
     async def attack(bench: Bench) -> None:
         directory = bench.deployment.directory
         assert directory is not None
         host, port = directory.nodes["leader/0"]
-        forged, _ = encode_data(b"not the secret" * 3, "clients/0", [("leader/0", "client_in", [("client/0", forged_id, "p")])])
+        request = [("leader/0", "client_in", [("client/0", forged_id, "p")])]
+        forged, _ = Sealer(b"not the secret" * 3, b"n" * 16).data("clients/0", request)
         _, w = await asyncio.open_connection(host, port)
         w.write(forged * 3)
+        await w.drain()
+        w.close()
+        # an authentic frame replayed from another connection: tagged with that one's nonce
+        replayed, _ = Sealer(bench.deployment.secret, new_nonce()).data("clients/0", request)
+        r, w = await asyncio.open_connection(host, port)
+        await r.readexactly(5 + 32 + 16)  # this connection's greeting
+        w.write(replayed)
         await w.drain()
         w.close()
         _, w = await asyncio.open_connection(host, port)
@@ -136,6 +144,6 @@ def test_frames_from_outside_the_deployment_are_dropped_and_counted(tmp_path: Pa
     assert_every_request_answered(rec)
     assert forged_id not in rec.replies_by_id()
     frames = rec.final["leader/0"]["frames"]
-    assert frames["forged"] == 3
+    assert frames["forged"] == 4
     assert frames["truncated"] == 1
     assert frames["malformed"] == 1

@@ -3,9 +3,16 @@
 One frame on a TCP stream is::
 
     u32 length (big-endian, of everything after it)
-    u8  kind   (DATA or CONTROL)
-    32  bytes  HMAC-SHA256(secret, kind || payload)
-    payload    msgpack
+    u8  kind   (DATA, CONTROL or HELLO)
+    32  bytes  HMAC-SHA256(secret, kind || nonce || u64 seq || payload)
+    payload    msgpack (HELLO: the 16-byte nonce itself)
+
+Frames cannot be replayed. The end of a connection that reads frames first sends a HELLO frame
+with a fresh random nonce (tagged over ``kind || nonce`` alone); the other end tags the frames it
+sends on that connection with that nonce and their sequence number there (0, 1, 2, ...), which
+the reader checks (:class:`Sealer`, :class:`FrameDecoder`). A frame copied from another
+connection, or sent again on the same one, does not verify. A node's incoming DATA connections
+greet their senders this way; control connections, read in both directions, greet each other.
 
 A DATA payload is ``[sender, [[destination, relation, [row, ...]], ...]]``: every fact one tick
 of ``sender`` sends to one endpoint, grouped by destination address and relation. A CONTROL
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,8 +39,11 @@ import msgpack
 
 DATA = 1
 CONTROL = 2
-KINDS = frozenset({DATA, CONTROL})
+HELLO = 3
+KINDS = frozenset({DATA, CONTROL})  # the kinds that carry messages (HELLO carries a nonce)
 
+NONCE_BYTES = 16
+SEQ = struct.Struct(">Q")
 TAG_BYTES = 32
 HEADER = struct.Struct(">IB")  # length, kind
 MIN_BODY = 1 + TAG_BYTES
@@ -46,24 +57,43 @@ class MalformedFrame(ValueError):
     """A frame whose tag verified but whose payload does not have the shape its kind requires."""
 
 
-def _tag(secret: bytes, kind: int, payload: bytes) -> bytes:
-    return hmac.digest(secret, bytes((kind,)) + payload, hashlib.sha256)
+def _tag(secret: bytes, kind: int, context: bytes, payload: bytes) -> bytes:
+    return hmac.digest(secret, bytes((kind,)) + context + payload, hashlib.sha256)
 
 
-def encode_frame(secret: bytes, kind: int, payload: bytes) -> bytes:
-    """One complete frame around an already packed payload."""
+def context(nonce: bytes, seq: int) -> bytes:
+    """What a message frame's tag covers besides its kind and payload: where it may be read."""
+    return nonce + SEQ.pack(seq)
+
+
+def frame_size(payload: bytes) -> int:
+    """Bytes on the wire of a frame around ``payload``."""
+    return HEADER.size + TAG_BYTES + len(payload)
+
+
+def encode_frame(secret: bytes, kind: int, payload: bytes, where: bytes = b"") -> bytes:
+    """One complete frame around an already packed payload, tagged for ``where`` (:func:`context`)."""
     body_len = MIN_BODY + len(payload)
     if body_len > MAX_FRAME:
         raise ValueError(f"frame of {body_len} bytes exceeds the {MAX_FRAME}-byte limit")
-    return HEADER.pack(body_len, kind) + _tag(secret, kind, payload) + payload
+    return HEADER.pack(body_len, kind) + _tag(secret, kind, where, payload) + payload
 
 
-def encode_control(secret: bytes, message: Mapping[str, Any]) -> bytes:
-    return encode_frame(secret, CONTROL, msgpack.packb(message, use_bin_type=True))
+def new_nonce() -> bytes:
+    return os.urandom(NONCE_BYTES)
 
 
-def encode_data(secret: bytes, sender: str, groups: Sequence[Group]) -> tuple[bytes, list[int]]:
-    """A DATA frame, and the packed size of each group (the bytes its channel costs)."""
+def encode_hello(secret: bytes, nonce: bytes) -> bytes:
+    """The greeting of a connection's reading end: tag the frames you send me with ``nonce``."""
+    return encode_frame(secret, HELLO, nonce)
+
+
+def pack_control(message: Mapping[str, Any]) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def pack_data(sender: str, groups: Sequence[Group]) -> tuple[bytes, list[int]]:
+    """A DATA payload, and the packed size of each group (the bytes its channel costs)."""
     packer = msgpack.Packer(use_bin_type=True, autoreset=True)
     parts = [packer.pack_array_header(2), packer.pack(sender), packer.pack_array_header(len(groups))]
     sizes: list[int] = []
@@ -71,7 +101,29 @@ def encode_data(secret: bytes, sender: str, groups: Sequence[Group]) -> tuple[by
         packed = packer.pack((dest, relation, rows))
         sizes.append(len(packed))
         parts.append(packed)
-    return encode_frame(secret, DATA, b"".join(parts)), sizes
+    return b"".join(parts), sizes
+
+
+class Sealer:
+    """Frames for one connection whose reader greeted us with ``nonce``: each tagged with the
+    nonce and its sequence number on the connection."""
+
+    def __init__(self, secret: bytes, nonce: bytes) -> None:
+        self.secret = secret
+        self.nonce = nonce
+        self.seq = 0
+
+    def frame(self, kind: int, payload: bytes) -> bytes:
+        frame = encode_frame(self.secret, kind, payload, context(self.nonce, self.seq))
+        self.seq += 1
+        return frame
+
+    def control(self, message: Mapping[str, Any]) -> bytes:
+        return self.frame(CONTROL, pack_control(message))
+
+    def data(self, sender: str, groups: Sequence[Group]) -> tuple[bytes, list[int]]:
+        payload, sizes = pack_data(sender, groups)
+        return self.frame(DATA, payload), sizes
 
 
 def parse_data(obj: Any) -> tuple[str, list[tuple[str, str, tuple[Fact, ...]]]]:
@@ -139,18 +191,33 @@ class DecodeStats:
 @dataclass(frozen=True)
 class Frame:
     kind: int
-    body: Any  # DATA: (sender, groups) as parse_data returns; CONTROL: a dict
+    body: Any  # DATA: (sender, groups) as parse_data returns; CONTROL: a dict; HELLO: the nonce
     size: int  # bytes on the wire, header included
 
 
 class FrameDecoder:
     """Incremental decoder of one TCP stream. :meth:`feed` returns the frames completed so far;
-    it never raises. After a bad length prefix the stream is :attr:`broken` and ignored."""
+    it never raises. After a bad length prefix the stream is :attr:`broken` and ignored.
 
-    def __init__(self, secret: bytes, stats: DecodeStats | None = None, max_frame: int = MAX_FRAME) -> None:
+    ``nonce`` is what this end's HELLO asked the peer to tag its frames with (None: this end
+    reads no messages, only the peer's greeting); each message frame must carry it and the next
+    sequence number. ``greeting``: the peer sends one HELLO (returned as a frame whose body is its
+    nonce); a second one, or one not expected, is malformed."""
+
+    def __init__(
+        self,
+        secret: bytes,
+        stats: DecodeStats | None = None,
+        max_frame: int = MAX_FRAME,
+        nonce: bytes | None = None,
+        greeting: bool = False,
+    ) -> None:
         self.secret = secret
         self.stats = stats if stats is not None else DecodeStats()
         self.max_frame = max_frame
+        self.nonce = nonce
+        self.seq = 0  # of the next message frame
+        self.greeting = greeting
         self.broken = False
         self._buf = bytearray()
 
@@ -193,9 +260,12 @@ class FrameDecoder:
         return len(self._buf)
 
     def _frame(self, kind: int, tag: bytes, payload: bytes, size: int) -> Frame | None:
-        if not hmac.compare_digest(tag, _tag(self.secret, kind, payload)):
-            self.stats.forged += 1
+        if kind == HELLO:
+            return self._hello(tag, payload, size)
+        if self.nonce is None or not hmac.compare_digest(tag, _tag(self.secret, kind, context(self.nonce, self.seq), payload)):
+            self.stats.forged += 1  # another secret, another connection, or sent before
             return None
+        self.seq += 1
         if kind not in KINDS:
             self.stats.malformed += 1
             return None
@@ -208,6 +278,18 @@ class FrameDecoder:
         self.stats.frames += 1
         self.stats.bytes += size
         return Frame(kind, body, size)
+
+    def _hello(self, tag: bytes, payload: bytes, size: int) -> Frame | None:
+        if not hmac.compare_digest(tag, _tag(self.secret, HELLO, b"", payload)):
+            self.stats.forged += 1
+            return None
+        if not self.greeting or len(payload) != NONCE_BYTES:
+            self.stats.malformed += 1
+            return None
+        self.greeting = False  # one greeting per connection
+        self.stats.frames += 1
+        self.stats.bytes += size
+        return Frame(HELLO, payload, size)
 
 
 def group_rows(messages: Iterable[tuple[str, str, Fact]]) -> list[Group]:

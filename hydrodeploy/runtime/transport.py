@@ -97,11 +97,13 @@ class ChannelStats:
 class _Incoming(asyncio.Protocol):
     def __init__(self, owner: Transport) -> None:
         self.owner = owner
-        self.decoder = FrameDecoder(owner.secret, owner.decode_stats)
+        self.nonce = codec.new_nonce()
+        self.decoder = FrameDecoder(owner.secret, owner.decode_stats, nonce=self.nonce)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self.transport.write(codec.encode_hello(self.owner.secret, self.nonce))
         self.owner._incoming.add(self)
         if self.owner._reading_paused:
             self.transport.pause_reading()
@@ -131,29 +133,40 @@ class _Incoming(asyncio.Protocol):
 
 
 class _Outgoing(asyncio.Protocol):
+    """A connection this process sends DATA on. Payloads wait (unsealed) until the peer's HELLO
+    gave the nonce to tag them with; the peer sends nothing else on it."""
+
     def __init__(self, owner: Transport, endpoint: Endpoint) -> None:
         self.owner = owner
         self.endpoint = endpoint
         self.transport: asyncio.Transport | None = None
-        self.queued: list[bytes] = []
+        self.decoder = FrameDecoder(owner.secret, owner.decode_stats, greeting=True)
+        self.sealer: codec.Sealer | None = None
+        self.queued: list[bytes] = []  # DATA payloads written before the greeting
         self.closed = False
         self.paused = False
 
-    def write(self, frame: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(frame)
+    def write(self, payload: bytes) -> None:
+        if self.sealer is not None and self.transport is not None:
+            self.transport.write(self.sealer.frame(codec.DATA, payload))
         else:
-            self.queued.append(frame)
+            self.queued.append(payload)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stream = self.transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass asyncio's
         stream.set_write_buffer_limits(high=HIGH_WATER)
-        if self.queued:
-            stream.write(b"".join(self.queued))
-            self.queued = []
 
-    def data_received(self, data: bytes) -> None:  # peers never answer on this direction
-        pass
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            if frame.kind == codec.HELLO and self.sealer is None and self.transport is not None:
+                sealer = self.sealer = codec.Sealer(self.owner.secret, frame.body)
+                if self.queued:
+                    self.transport.write(b"".join(sealer.frame(codec.DATA, p) for p in self.queued))
+                    self.queued = []
+            else:
+                self.owner.decode_stats.malformed += 1  # a peer answers nothing but its greeting
+        if self.decoder.broken and self.transport is not None:
+            self.transport.close()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -224,10 +237,10 @@ class Transport:
                 self.channels.dropped += len(batch)
                 continue
             groups = codec.group_rows(batch)
-            frame, sizes = codec.encode_data(self.secret, self.sender, groups)
-            conn.write(frame)
+            payload, sizes = codec.pack_data(self.sender, groups)
+            conn.write(payload)
             frames += 1
-            self.channels.bytes_sent += len(frame)
+            self.channels.bytes_sent += codec.frame_size(payload)
             for (dest, relation, rows), size in zip(groups, sizes, strict=True):
                 key = (relation, dest)
                 counts = sent.get(key)
@@ -301,7 +314,7 @@ class Transport:
         for conn in self._outgoing.values():
             if conn.transport is not None and not conn.closed:
                 total += conn.transport.get_write_buffer_size()
-            total += sum(len(f) for f in conn.queued)
+            total += sum(codec.frame_size(p) for p in conn.queued)
         return total
 
     # ---- closing ------------------------------------------------------------------------------
@@ -328,6 +341,44 @@ def _consume(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+class _Greeted:
+    """Both ends' greetings on a control connection: the nonce this end reads frames with (sent
+    at once), and the sealer for what it sends, once the peer's greeting arrived (messages sent
+    before wait for it)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self.nonce = codec.new_nonce()
+        self.stats = DecodeStats()
+        self.decoder = FrameDecoder(secret, self.stats, nonce=self.nonce, greeting=True)
+        self.sealer: codec.Sealer | None = None
+        self.unsent: list[Mapping[str, Any]] = []
+
+    def hello(self) -> bytes:
+        return codec.encode_hello(self.secret, self.nonce)
+
+    def feed(self, data: bytes, frames: list[dict[str, Any]] | deque[dict[str, Any]]) -> bytes:
+        """Queue the control messages ``data`` completes; returns what became sendable (the
+        messages that waited for the peer's greeting, sealed)."""
+        ready = b""
+        for frame in self.decoder.feed(data):
+            if frame.kind == codec.CONTROL:
+                frames.append(frame.body)
+            elif frame.kind == codec.HELLO:
+                self.sealer = codec.Sealer(self.secret, frame.body)
+                ready = b"".join(self.sealer.control(m) for m in self.unsent)
+                self.unsent = []
+            else:
+                self.stats.malformed += 1  # a DATA frame does not belong here
+        return ready
+
+    def seal(self, message: Mapping[str, Any]) -> bytes:
+        if self.sealer is None:
+            self.unsent.append(message)
+            return b""
+        return self.sealer.control(message)
+
+
 class ControlChannel:
     """One framed, authenticated CONTROL connection (process side or orchestrator side)."""
 
@@ -335,9 +386,11 @@ class ControlChannel:
         self.secret = secret
         self.reader = reader
         self.writer = writer
-        self.stats = DecodeStats()
-        self.decoder = FrameDecoder(secret, self.stats)
+        self.greeted = _Greeted(secret)
+        self.stats = self.greeted.stats
+        self.decoder = self.greeted.decoder
         self._frames: list[dict[str, Any]] = []
+        writer.write(self.greeted.hello())
 
     @staticmethod
     async def connect(host: str, port: int, secret: bytes) -> ControlChannel:
@@ -345,8 +398,9 @@ class ControlChannel:
         return ControlChannel(secret, reader, writer)
 
     def send(self, message: Mapping[str, Any]) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(codec.encode_control(self.secret, message))
+        frame = self.greeted.seal(message)
+        if frame and not self.writer.is_closing():
+            self.writer.write(frame)
 
     async def drain(self) -> None:
         with contextlib.suppress(ConnectionError):
@@ -364,23 +418,14 @@ class ControlChannel:
             if not data:
                 self.decoder.close()
                 return None
-            _queue_control(self.decoder, data, self._frames, self.stats)
+            ready = self.greeted.feed(data, self._frames)
+            if ready and not self.writer.is_closing():
+                self.writer.write(ready)
         return self._frames.pop(0)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
-
-
-def _queue_control(
-    decoder: FrameDecoder, data: bytes, frames: list[dict[str, Any]] | deque[dict[str, Any]], stats: DecodeStats
-) -> None:
-    """Queue the control messages ``data`` completes; a frame of another kind is malformed here."""
-    for frame in decoder.feed(data):
-        if frame.kind == codec.CONTROL:
-            frames.append(frame.body)
-        else:
-            stats.malformed += 1
 
 
 class ThreadControlChannel:
@@ -391,10 +436,13 @@ class ThreadControlChannel:
     def __init__(self, secret: bytes, sock: socket.socket) -> None:
         self.secret = secret
         self.sock = sock
-        self.stats = DecodeStats()
-        self.decoder = FrameDecoder(secret, self.stats)
+        self.greeted = _Greeted(secret)
+        self.stats = self.greeted.stats
+        self.decoder = self.greeted.decoder
         self._frames: deque[dict[str, Any]] = deque()
         self._sending = threading.Lock()
+        with contextlib.suppress(OSError):
+            sock.sendall(self.greeted.hello())
 
     @staticmethod
     def connect(host: str, port: int, secret: bytes, timeout: float = 30.0) -> ThreadControlChannel:
@@ -404,9 +452,11 @@ class ThreadControlChannel:
         return ThreadControlChannel(secret, sock)
 
     def send(self, message: Mapping[str, Any]) -> None:
-        frame = codec.encode_control(self.secret, message)
-        with self._sending, contextlib.suppress(OSError):
-            self.sock.sendall(frame)
+        with self._sending:
+            frame = self.greeted.seal(message)
+            if frame:
+                with contextlib.suppress(OSError):
+                    self.sock.sendall(frame)
 
     def recv(self) -> dict[str, Any] | None:
         """The next control message, or None when the connection ended (or became unusable)."""
@@ -420,7 +470,11 @@ class ThreadControlChannel:
             if not data:
                 self.decoder.close()
                 return None
-            _queue_control(self.decoder, data, self._frames, self.stats)
+            with self._sending:  # the greeting and the messages that waited for it, in order
+                ready = self.greeted.feed(data, self._frames)
+                if ready:
+                    with contextlib.suppress(OSError):
+                        self.sock.sendall(ready)
         return self._frames.popleft()
 
     def close(self) -> None:
