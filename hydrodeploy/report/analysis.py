@@ -409,6 +409,9 @@ def _chain_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
             f"{neck.get('address', '?')} ({_fmt(neck.get('saturation'), '.0%')} of its quota)."
         )
         blocks.append(head)
+        reason = (decision.get("chosen") or {}).get("reason")
+        if reason:
+            blocks.append(f"Chosen although {reason}.")
         cands = decision.get("candidates") or {}
         for d in cands.get("decouplings", []):
             also = f" (also: {', '.join(d['also'])})" if d.get("also") else ""
