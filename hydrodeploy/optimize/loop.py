@@ -509,7 +509,7 @@ class Analysis:
             if found is not candidates:
                 candidates.rejected.extend(found.rejected)
         candidates = replace(candidates, decouplings=[o for o, _ in kept])
-        evaluated = self._evaluate_structures(current, neck, candidates, calibration)
+        evaluated = self._evaluate_structures(current, neck, best, candidates, calibration)
         tried = self.tried()
         for e in evaluated:
             earlier = tried.get(e["config"].steps_text())
@@ -604,10 +604,11 @@ class Analysis:
         return config
 
     def _evaluate_structures(
-        self, current: Iteration, neck: Bottleneck, candidates: Candidates, calibration: Calibration
+        self, current: Iteration, neck: Bottleneck, best: WindowProfile, candidates: Candidates, calibration: Calibration
     ) -> list[dict[str, Any]]:
         """Every structure: per-component costs in the performance simulation, then placement; the
-        current structure's bottleneck costs what it was measured to cost (:func:`_fit_bottleneck`)."""
+        current structure's components cost what they were measured to cost at its best point
+        (:func:`_fit_measured`)."""
         out: list[dict[str, Any]] = []
         around = max(8, calibration.clients)
         timeout = self.workload.clients.timeout_ms
@@ -625,12 +626,15 @@ class Analysis:
                 continue
             terms = costs.terms
             if not combo:
-                terms, fit = _fit_bottleneck(terms, current.config, neck, calibration.runtime.node)
+                terms, fits = _fit_measured(terms, current.config, best, calibration.runtime.node)
+                fit = next((f for f in fits if f["component"] == neck.component), None)
+                if fits:
+                    entry["fitted"] = fits
+                    entry["reason"] += "; every component placed on its measured cost per request"
                 if fit is not None:
-                    entry["fitted"] = fit
                     entry["reason"] += (
-                        f"; {fit['component']} x{fit['partitions']} placed on its measured cost per request, "
-                        f"{fit['measured_cost'] * 1e6:.2f} µs on {neck.address} (the model's: {fit['model_cost'] * 1e6:.2f} µs)"
+                        f" ({fit['component']} x{fit['partitions']}: {fit['measured_cost'] * 1e6:.2f} µs on {fit['node']}, "
+                        f"the model's {fit['model_cost'] * 1e6:.2f} µs)"
                     )
             placement = place(terms, self.budget, calibration.host_cores, costs.host_cost, calibration.runtime.node)
             ceiling = place(terms, self.budget).maximum  # with no host limit: how far it can go
@@ -682,23 +686,32 @@ def _structure_reason(combo: Sequence[int], current: Configuration, candidates: 
     return f"re-placement of the current structure ({counts}) within the budget of {budget} machines: {why}"
 
 
-def _fit_bottleneck(
-    terms: Sequence[ComponentTerm], config: Configuration, neck: Bottleneck, node_cores: float
-) -> tuple[list[ComponentTerm], dict[str, Any] | None]:
-    """``terms`` of ``config``'s structure with the bottleneck's fitted to what its busiest node
-    measured at its current partition count (CPU per request, less the constant every node
-    spends). On the model's costs a partitioned bottleneck can look as if it sustained more than it
-    did (2PC collectors cost 1.3-1.5x the model's per request on their busiest partition), and
-    placed again it keeps the count it saturated at (None: nothing fitted)."""
-    term = next((t for t in terms if t.name == neck.component), None)
-    k = config.counts().get(neck.component, 1)
-    if term is None or neck.resource != "CPU" or neck.throughput <= 0 or term.cost(k) <= 0:
-        return list(terms), None
-    measured = max(0.0, neck.cpu - node_cores) / neck.throughput
-    if measured <= 0:
-        return list(terms), None
-    fit = {"component": term.name, "partitions": k, "model_cost": term.cost(k), "measured_cost": measured}
-    return [term.fitted(k, measured) if t is term else t for t in terms], fit
+def _fit_measured(
+    terms: Sequence[ComponentTerm], config: Configuration, profile: WindowProfile, node_cores: float
+) -> tuple[list[ComponentTerm], list[dict[str, Any]]]:
+    """``terms`` of ``config``'s structure, just measured, each fitted to what the busiest node of
+    its component measured at its current partition count at the best point (CPU per request,
+    less the constant every node spends), with the fits. On the model's costs a partitioned
+    bottleneck can look as if it sustained more than it did (2PC collectors cost 1.3-1.5x the
+    model's per request on their busiest partition), and placed again it keeps the count it
+    saturated at; a component the model holds dearer than measured (a Paxos leader at 8.9 µs per
+    request against 7.9 measured) can look like the limit, and the saturated collectors get no
+    more partitions. Measured costs answer both."""
+    counts = config.counts()
+    fitted: list[ComponentTerm] = []
+    fits: list[dict[str, Any]] = []
+    for term in terms:
+        k = counts.get(term.name, 1)
+        busiest = max((n for n in profile.nodes if n.component == term.name), key=lambda n: n.cpu, default=None)
+        measured = 0.0 if busiest is None or profile.throughput <= 0 else max(0.0, busiest.cpu - node_cores) / profile.throughput
+        if busiest is None or measured <= 0 or term.cost(k) <= 0:
+            fitted.append(term)
+            continue
+        fits.append(
+            {"component": term.name, "node": busiest.address, "partitions": k, "model_cost": term.cost(k), "measured_cost": measured}
+        )
+        fitted.append(term.fitted(k, measured))
+    return fitted, fits
 
 
 def _largest_partition(config: Configuration) -> Configuration | None:

@@ -3,13 +3,12 @@ the performance simulation."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from hydrodeploy.language import load_program
-from hydrodeploy.optimize.bottleneck import Bottleneck, find_bottleneck
+from hydrodeploy.optimize.bottleneck import find_bottleneck
 from hydrodeploy.optimize.candidates import (
     PartitionOption,
     Rejection,
@@ -21,7 +20,7 @@ from hydrodeploy.optimize.choose import SLACK, ComponentTerm, cheapest, host_per
 from hydrodeploy.optimize.config import Configuration, Partitioning, derive, rule_identity
 from hydrodeploy.optimize.costmodel import RuntimeFit, _pooled, fit_runtime, inprocess_scales
 from hydrodeploy.optimize.evaluate import StructureCosts
-from hydrodeploy.optimize.loop import _fit_bottleneck, _structure_reason
+from hydrodeploy.optimize.loop import _fit_measured, _structure_reason
 from hydrodeploy.optimize.perfsim import (
     SimPoint,
     TickCosts,
@@ -142,6 +141,10 @@ def test_a_partitioned_bottleneck_is_offered_more_partitions_by_re_placement() -
     assert f"the bottleneck {collector} partitions on id" in reason
 
 
+def node_at(address: str, cpu: float) -> NodeProfile:
+    return NodeProfile(address, address.split("/")[0], 0.05, cpu, 100.0, 1000.0, (), (), ())
+
+
 def test_re_placement_gives_a_measured_bottleneck_the_partitions_it_lacks() -> None:
     """The collector x4 saturated at 11,000 requests/s where the model held it to sustain 14,062:
     placed on the model's costs the current structure gets x4 again (the configuration just
@@ -152,15 +155,34 @@ def test_re_placement_gives_a_measured_bottleneck_the_partitions_it_lacks() -> N
         ComponentTerm("participant", 3, 0.045, 9e-6, 5e-6),
     ]
     current = Configuration((), (Partitioning("collector", "id", 4, "cohashing"),))
-    neck = Bottleneck("collector/2", "collector", 0.998, 0.0499, 0.05, "CPU", throughput=11_000.0)
+    nodes = (node_at("collector/0#1", 0.045), node_at("collector/0#2", 0.0499), node_at("coordinator/0", 0.0335))
+    profile = WindowProfile(3, 512, 11_000.0, 3.0, 0.5, nodes)
     assert place(terms, 30).counts["collector"] == 4
-    fitted, fit = _fit_bottleneck(terms, current, neck, 0.005)
-    assert fit is not None and fit["partitions"] == 4
+    fitted, fits = _fit_measured(terms, current, profile, 0.005)
+    fit = next(f for f in fits if f["component"] == "collector")
+    assert fit["partitions"] == 4 and fit["node"] == "collector/0#2"  # its busiest partition
     assert fit["measured_cost"] == pytest.approx((0.0499 - 0.005) / 11_000)
     assert fitted[1].throughput(4) == pytest.approx(0.045 / fit["measured_cost"])
     assert fitted[1].shares()[0] / fitted[1].shares()[1] == pytest.approx(terms[1].shares()[0] / terms[1].shares()[1])
-    assert place(fitted, 30).counts["collector"] == 6
-    assert _fit_bottleneck(terms, current, replace(neck, resource="network"), 0.005) == (terms, None)
+    assert fitted[0].cost(1) == pytest.approx((0.0335 - 0.005) / 11_000)  # the coordinator too
+    assert fitted[2] == terms[2]  # nothing measured of the participants: the model's cost
+    assert place(fitted, 30).counts["collector"] >= 6
+
+
+def test_re_placement_partitions_the_saturated_component_the_model_thought_was_not_the_limit() -> None:
+    """Paxos, 21 November: the collectors x2 saturated at 5,876 requests/s while the model held
+    the leader dearer than measured (it bound the model at ~4,700): placed on the model's costs the
+    structure keeps x2; on what every component measured the collectors get a third partition."""
+    terms = [
+        ComponentTerm("proposer", 2, 0.045, 0.045 / 4_700),
+        ComponentTerm("proposer_collector", 1, 0.045, 12e-6, 6.5e-6),
+    ]
+    current = Configuration((), (Partitioning("proposer_collector", "id", 2, "cohashing"),))
+    nodes = (node_at("proposer/1", 0.0465), node_at("proposer/0", 0.025), node_at("proposer_collector/1#0", 0.0501))
+    profile = WindowProfile(5, 512, 5_876.0, 3.0, 0.3, nodes)
+    assert place(terms, 29).counts["proposer_collector"] == 2
+    fitted, _ = _fit_measured(terms, current, profile, 0.002)
+    assert place(fitted, 29).counts["proposer_collector"] >= 3
 
 
 def test_cfs_budget_runs_a_quota_per_period() -> None:
