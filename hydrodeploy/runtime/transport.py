@@ -147,7 +147,8 @@ class _Outgoing(asyncio.Protocol):
         self.paused = False
 
     def write(self, payload: bytes) -> None:
-        if self.sealer is not None and self.transport is not None:
+        if self.sealer is not None:  # greeted: the connection is up
+            assert self.transport is not None
             self.transport.write(self.sealer.frame(codec.DATA, payload))
         else:
             self.queued.append(payload)

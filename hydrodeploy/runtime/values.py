@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Collection
-from itertools import chain, pairwise
+from itertools import chain
 from typing import Any
 
 _MASK = (1 << 63) - 1
@@ -95,37 +95,13 @@ def rows_natively_ordered(rows: Collection[tuple[Any, ...]]) -> bool:
 
 def sorted_rows(rows: Collection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Rows of one length in the order of :func:`tuple_order_key`: natively when that is the same
-    order (above) and no comparison raises; else natively by the leading columns that are of
-    native types, when those alone tell every two rows apart (a request's client and id, before
-    its payload bytes); else by the key."""
+    order (above) and no comparison raises, else by the key."""
     if rows_natively_ordered(rows):
         try:
             return sorted(rows)
         except TypeError:  # values of different classes: only order_key orders them
             pass
-    width = _native_prefix(rows)
-    if width:
-        # a tuple key even for one column: tuples compare items by identity first, as order_key's do
-        prefix: Callable[[tuple[Any, ...]], tuple[Any, ...]] = lambda row: row[:width]  # noqa: E731
-        try:
-            ordered = sorted(rows, key=prefix)
-        except TypeError:
-            ordered = None
-        if ordered is not None and all(prefix(a) != prefix(b) for a, b in pairwise(ordered)):
-            return ordered  # the prefixes differ (by (E), as their keys do), so they alone decide
     return sorted(rows, key=tuple_order_key)
-
-
-def _native_prefix(rows: Collection[tuple[Any, ...]]) -> int:
-    """How many leading columns hold only values of the exact native types in every row."""
-    width = 0
-    first = next(iter(rows), None)
-    while first is not None and width < len(first):
-        column = width
-        if not _NATIVE.issuperset(type(row[column]) for row in rows):
-            break
-        width += 1
-    return width
 
 
 def _extreme(pick: Callable[..., Any], values: Collection[Any]) -> Any:
