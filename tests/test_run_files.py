@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hydrodeploy.bench.measure import Point, refinement
 from hydrodeploy.bench.workload import WorkloadSpec, load_workload
 from hydrodeploy.cli.main import main
 from hydrodeploy.deploy.cluster import LOCAL_DEFAULT, load_cluster
@@ -118,3 +119,41 @@ def test_sweep_counts_are_geometric() -> None:
         {"name": "t", "protocol": str(ROOT / "protocols" / "voting.ded"), "sweep": {"start": 1, "factor": 1.5, "max_clients": 10}}
     )
     assert wl.sweep.counts() == [1, 2, 3, 4, 6, 9]
+
+
+def _measured(clients: int, throughput: float, p99_ms: float = 10.0, repeat: int = 0) -> Point:
+    return Point(
+        index=0, clients=clients, repeat=repeat, throughput=throughput, p50_ms=1.0, p90_ms=1.0, p99_ms=p99_ms,
+        p999_ms=p99_ms, mean_ms=1.0, completed=1, sent=1, retries=0, duplicates=0, unmatched=0, series=[throughput],
+        bin_s=1.0, cv=0.0, client_cpu=0.0, little_ratio=1.0, unstable=False, client_bound=False,
+    )  # fmt: skip
+
+
+def test_refinement_measures_between_the_peak_and_its_neighbours() -> None:
+    sweep = [_measured(256, 5_000), _measured(512, 6_800), _measured(1024, 6_000)]
+    assert refinement(sweep, None) == [362, 724]
+    # a second round narrows down around the new best (724); 512..724 and 724..1024 are still wide
+    assert refinement([*sweep, _measured(362, 6_100), _measured(724, 7_800)], None) == [609, 861]
+
+
+def test_refinement_respects_the_slo_and_the_ends_of_the_sweep() -> None:
+    # the highest throughput broke the SLO: the peak is the best count within it
+    sweep = [_measured(64, 3_000), _measured(128, 4_000), _measured(256, 4_500, p99_ms=900.0)]
+    assert refinement(sweep, 500.0) == [91, 181]
+    # the best count is the last one measured: only the side below it
+    assert refinement([_measured(64, 3_000), _measured(128, 4_000)], None) == [91]
+    # neighbours closer than REFINE_MIN_RATIO: nothing left to narrow
+    assert refinement([_measured(100, 1_000), _measured(110, 1_200), _measured(120, 1_100)], None) == []
+    assert refinement([], None) == []
+
+
+def test_refinement_uses_the_mean_over_repeats() -> None:
+    sweep = [_measured(8, 900), _measured(8, 300, repeat=1), _measured(16, 700), _measured(32, 650)]
+    assert refinement(sweep, None) == [11, 23]  # 16 (mean 700) beats 8 (mean 600)
+
+
+def test_explicit_client_lists_and_quick_runs_are_not_refined() -> None:
+    base = {"name": "t", "protocol": str(ROOT / "protocols" / "voting.ded")}
+    assert WorkloadSpec.model_validate(base | {"sweep": {"clients": [1, 4, 16]}}).sweep.refine_rounds() == 0
+    assert WorkloadSpec.model_validate(base | {"sweep": {"start": 1}}).sweep.refine_rounds() == 1
+    assert WorkloadSpec.model_validate(base | {"sweep": {"refine": 0}}).sweep.refine_rounds() == 0

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from hydrodeploy.bench.client import ClientSpec, LoadParams
-from hydrodeploy.bench.measure import Plateau, Point, node_usage, summarize
+from hydrodeploy.bench.measure import Plateau, Point, node_usage, refinement, summarize
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import Cluster, Deployment, Member, python_module
 from hydrodeploy.language import ir, load_program
@@ -230,25 +230,35 @@ async def sweep(
     settings: ClientsSpec,
     plateau: Plateau,
     observer: Observer,
+    refine: int = 0,
 ) -> SweepResult:
     """Measure each client count ``repeats`` times until the throughput plateaus or the SLO
-    breaks; the decision uses the mean over the repeats."""
+    breaks (the decision uses the mean over the repeats), then ``refine`` rounds of client counts
+    between the best one and its neighbours (:func:`~hydrodeploy.bench.measure.refinement`)."""
     result = SweepResult()
-    index = 0
-    for clients in counts:
+
+    async def measure(clients: int) -> list[Point]:
         group: list[Point] = []
         for repeat in range(repeats):
+            index = len(result.points)
             observer.point_started(index, clients, repeat, windows.total_s + START_DELAY_S)
             point, _ = await bench.point(index, clients, windows, settings, repeat)
             observer.point_done(point)
             result.points.append(point)
             group.append(point)
-            index += 1
-        throughput = sum(p.throughput for p in group) / len(group)
-        p99 = max(p.p99_ms for p in group)
-        reason = plateau.update(throughput, p99)
+        return group
+
+    result.stopped = "every client count measured"
+    for clients in counts:
+        group = await measure(clients)
+        reason = plateau.update(sum(p.throughput for p in group) / len(group), max(p.p99_ms for p in group))
         if reason is not None:
             result.stopped = reason
-            return result
-    result.stopped = "every client count measured"
+            break
+    for _ in range(refine):
+        extra = refinement(result.points, plateau.slo)
+        for clients in extra:
+            await measure(clients)
+        if not extra:
+            break
     return result

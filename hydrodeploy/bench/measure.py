@@ -27,6 +27,8 @@ UNSTABLE_CV = 0.15
 CLIENT_CPU_SATURATED = 0.9
 LITTLE_TOLERANCE = 0.2
 HOST_CPU_SATURATED = 0.9
+# a refinement measures between two client counts only when they are further apart than this
+REFINE_MIN_RATIO = 1.2
 
 
 @dataclass(frozen=True)
@@ -252,3 +254,29 @@ class Plateau:
         if self.stalled >= self.steps:
             return f"throughput plateaued ({self.steps} steps under {self.gain:.0%} gain)"
         return None
+
+
+def refinement(points: Sequence[Point], slo_p99_ms: float | None) -> list[int]:
+    """Client counts that narrow down where a sweep peaked: the geometric midpoints between the
+    best client count (mean throughput over its repeats, among the counts within the SLO when any
+    is) and the measured counts on either side of it, where the two are more than
+    :data:`REFINE_MIN_RATIO` apart. A geometric sweep (factor 2) brackets the peak but can miss it
+    by a sizeable margin, and by more for a deeper pipeline, whose throughput rises and falls
+    more steeply with the requests in flight."""
+    by_count: dict[int, list[Point]] = {}
+    for point in points:
+        by_count.setdefault(point.clients, []).append(point)
+    if not by_count:
+        return []
+    mean = {n: statistics.fmean(p.throughput for p in group) for n, group in by_count.items()}
+    within = [n for n, group in by_count.items() if slo_p99_ms is None or max(p.p99_ms for p in group) <= slo_p99_ms]
+    best = max(within or by_count, key=lambda n: (mean[n], -n))
+    counts = sorted(by_count)
+    i = counts.index(best)
+    out = []
+    for other in counts[max(0, i - 1) : i] + counts[i + 1 : i + 2]:
+        low, high = sorted((best, other))
+        middle = round(math.sqrt(low * high))
+        if high / low > REFINE_MIN_RATIO and low < middle < high:
+            out.append(middle)
+    return out

@@ -17,6 +17,7 @@
       plateau_gain: 0.05              # stop after `plateau_steps` steps gaining less than 5%
       plateau_steps: 2
       repeats: 1
+      refine: 1                       # rounds of measuring between the best count and its neighbours
     slo: {p99_ms: null}               # stop once p99 exceeds this
     budget: {machines: null}           # machines (nodes) `analyze` may use
     analyze:                          # `hydrodeploy analyze`: windows, iterations, gain to keep
@@ -93,8 +94,14 @@ class SweepSpec(_Strict):
     plateau_gain: float = Field(default=0.05, ge=0)
     plateau_steps: int = Field(default=2, ge=1)
     repeats: int = Field(default=1, ge=1, le=20)
+    # after the sweep, rounds of measuring the geometric midpoints between the best client count
+    # and its measured neighbours (not with an explicit `clients` list, nor with --quick)
+    refine: int = Field(default=1, ge=0, le=5)
 
     _counts = field_validator("clients")(_positive_counts)
+
+    def refine_rounds(self) -> int:
+        return 0 if self.clients is not None else self.refine
 
     def counts(self) -> list[int]:
         """The client counts to try, in order (the sweep may stop early)."""

@@ -99,7 +99,8 @@ async def _execute(bench: Bench, workload: WorkloadSpec, quick: bool, view: _Pro
         await bench.start()
         result = SweepResult()
         try:
-            result = await sweep(bench, windows, counts, repeats, workload.clients, plateau, view)
+            refine = 0 if quick else workload.sweep.refine_rounds()
+            result = await sweep(bench, windows, counts, repeats, workload.clients, plateau, view, refine)
         finally:
             view.status("stopping")
             final = await asyncio.shield(bench.stop()) if bench.deployment.failure is None else {}

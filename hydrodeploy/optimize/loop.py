@@ -438,7 +438,7 @@ class Analysis:
             await bench.start()
             measured = await profiled_sweep(
                 bench, self.windows, counts, self.workload.sweep.repeats, self.workload.clients, plateau, self.observer,
-                folder / "perf", keep, self.slo, self.local,
+                folder / "perf", keep, self.slo, self.local, self.workload.sweep.refine_rounds(),
             )  # fmt: skip
             if bench.deployment.failure is None:
                 final = await asyncio.shield(bench.stop())

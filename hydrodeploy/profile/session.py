@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydrodeploy.bench.experiment import Bench, Observer
-from hydrodeploy.bench.measure import Plateau, Point
+from hydrodeploy.bench.measure import Plateau, Point, refinement
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import DeployError, ProcessFailure
 from hydrodeploy.deploy.host import PerfRecording
@@ -127,9 +127,11 @@ async def profiled_sweep(
     on_point: Callable[[Point, WindowProfile], None],
     slo_p99_ms: float | None = None,
     local: bool = True,
+    refine: int = 0,
 ) -> Measured:
-    """Sweep ``counts`` like :func:`hydrodeploy.bench.experiment.sweep`, profiling each point;
-    then, with ``perf_dir``, one more point at the best client count under perf."""
+    """Sweep ``counts`` (and ``refine`` rounds between the best and its neighbours) like
+    :func:`hydrodeploy.bench.experiment.sweep`, profiling each point; then, with ``perf_dir``, one
+    more point at the best client count under perf."""
     dep = bench.deployment
     pids = {n: dep.handle(n).pid for n in dep.nodes()} | {n: dep.handle(n).pid for n in dep.client_processes()}
     sampler = WindowSampler(pids if local else {})
@@ -138,45 +140,57 @@ async def profiled_sweep(
     quotas = {n: dep.peers[n].host.cpus for n in dep.nodes()}
     clients = set(dep.client_processes())
     out = Measured()
-    index = 0
-    try:
-        for n in counts:
-            group: list[Point] = []
-            for repeat in range(repeats):
-                observer.point_started(index, n, repeat, windows.total_s)
-                try:
-                    point, _ = await bench.point(index, n, windows, settings, repeat)
-                except ProcessFailure:
+
+    async def measure(n: int) -> list[Point] | None:
+        """The points at ``n`` clients; None when a node stopped answering (the sweep ends)."""
+        group: list[Point] = []
+        for repeat in range(repeats):
+            index = len(out.points)
+            observer.point_started(index, n, repeat, windows.total_s)
+            try:
+                point, _ = await bench.point(index, n, windows, settings, repeat)
+            except ProcessFailure:
+                raise
+            except DeployError as exc:  # a node stopped answering under this load: the sweep ends here
+                if not out.points:
                     raise
-                except DeployError as exc:  # a node stopped answering under this load: the sweep ends here
-                    if not out.points:
-                        raise
-                    out.stopped = f"the measurement at {n} clients failed: {exc}"
-                    observer.warning(out.stopped)
-                    return out
-                window = bench.last_window
-                assert window is not None
-                cores, _ = sampler.result()
-                client_cpu = sum(v for k, v in cores.items() if k in clients) if cores else math.nan
-                own = sum(cores.values()) if cores else math.nan
-                profile = window_profile(
-                    index, n, point.throughput, window.before, window.after, components, quotas, window.host_busy,
-                    window.throttle_before, window.throttle_after, {k: v for k, v in cores.items() if k in components},
-                    client_cpu, own,
-                )  # fmt: skip
-                out.points.append(point)
-                out.profiles.append(profile)
-                on_point(point, profile)
-                observer.point_done(point)
-                group.append(point)
-                index += 1
-            throughput = sum(p.throughput for p in group) / len(group)
-            reason = plateau.update(throughput, max(p.p99_ms for p in group))
+                out.stopped = f"the measurement at {n} clients failed: {exc}"
+                observer.warning(out.stopped)
+                return None
+            window = bench.last_window
+            assert window is not None
+            cores, _ = sampler.result()
+            client_cpu = sum(v for k, v in cores.items() if k in clients) if cores else math.nan
+            own = sum(cores.values()) if cores else math.nan
+            profile = window_profile(
+                index, n, point.throughput, window.before, window.after, components, quotas, window.host_busy,
+                window.throttle_before, window.throttle_after, {k: v for k, v in cores.items() if k in components},
+                client_cpu, own,
+            )  # fmt: skip
+            out.points.append(point)
+            out.profiles.append(profile)
+            on_point(point, profile)
+            observer.point_done(point)
+            group.append(point)
+        return group
+
+    try:
+        out.stopped = "every client count measured"
+        for n in counts:
+            group = await measure(n)
+            if group is None:
+                return out
+            reason = plateau.update(sum(p.throughput for p in group) / len(group), max(p.p99_ms for p in group))
             if reason is not None:
                 out.stopped = reason
                 break
-        else:
-            out.stopped = "every client count measured"
+        for _ in range(refine):
+            extra = refinement(out.points, slo_p99_ms)
+            for n in extra:
+                if await measure(n) is None:
+                    return out
+            if not extra:
+                break
     finally:
         bench.window_hooks[:] = []
     best = out.best_index(slo_p99_ms)
@@ -187,5 +201,5 @@ async def profiled_sweep(
             out.perf = PerfProfile(neck.address, dep.handle(neck.address).pid, False, problem)
         else:
             observer.status(f"profiling {neck.address} with perf at {out.points[best].clients} clients")
-            out.perf = await _perf_point(bench, index, out.points[best].clients, windows, settings, neck.address, perf_dir)
+            out.perf = await _perf_point(bench, len(out.points), out.points[best].clients, windows, settings, neck.address, perf_dir)
     return out

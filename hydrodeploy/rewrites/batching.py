@@ -23,6 +23,7 @@ when a state machine decoupling moves some of its own rules on): each stream has
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -251,6 +252,25 @@ def ack_rules(p: str) -> tuple[list[ir.Rule], list[ir.Fact]]:
     return rules, facts
 
 
+def _fan_out(program: ir.Program, rule: ir.Rule) -> list[ir.Atom]:
+    """The body atoms of ``rule`` that only name its destinations: a component's instances
+    (``replica(r)``) whose variables appear nowhere else but in the destination. A held output
+    waits once per fact, not once per destination: these atoms join when it is sent."""
+    dest = rule.head.dest
+    assert dest is not None
+    components = {c.name for c in program.components}
+    out = []
+    for i, lit in enumerate(rule.body):
+        if not (isinstance(lit, ir.Atom) and not lit.negated and lit.relation in components):
+            continue
+        names = {t.name for t in lit.terms if isinstance(t, ir.Var)}
+        elsewhere = m.rule_vars(dataclasses.replace(rule, body=rule.body[:i] + rule.body[i + 1 :]))
+        keys = set().union(*(ir.expr_vars(k) for k in dest.keys or ()))
+        if names and names <= {dest.target} and not names & (elsewhere | keys):
+            out.append(lit)
+    return out
+
+
 def held_output(program: ir.Program, p: str, rule: ir.Rule, waiting: str) -> list[ir.Rule]:
     """``rule`` (an output of the sender of the stream with prefix ``p``) held until the batch it
     follows is acknowledged: a waiting relation keyed by that batch, carried until acknowledged,
@@ -261,9 +281,11 @@ def held_output(program: ir.Program, p: str, rule: ir.Rule, waiting: str) -> lis
     names: list[str] = []
     for i, t in enumerate(rule.head.terms):
         names.append(t.name if isinstance(t, ir.Var) and t.name not in names else m.fresh_var(rule, f"w{i}", names))
+    fan_out = _fan_out(program, rule)
+    body = tuple(lit for lit in rule.body if not any(lit is f for f in fan_out))
     cols: list[ir.HeadTerm] = [n]
     send_dest: ir.Dest
-    bound = m.rule_vars(rule)
+    bound = m.rule_vars(dataclasses.replace(rule, body=body))
     if dest.target in bound:
         cols.append(V(dest.target))
     keys = list(dest.keys or ())
@@ -281,7 +303,7 @@ def held_output(program: ir.Program, p: str, rule: ir.Rule, waiting: str) -> lis
             waiting,
             cols,
             ir.RuleKind.SYNC,
-            (*rule.body, _atom(f"{p}_latest", n)),
+            (*body, _atom(f"{p}_latest", n)),
             comment=rule.comment or f"'{rule.head.relation}' waits until the batch before it is acknowledged",
         ),
         _rule(
@@ -294,7 +316,7 @@ def held_output(program: ir.Program, p: str, rule: ir.Rule, waiting: str) -> lis
             rule.head.relation,
             [V(x) for x in names],
             ir.RuleKind.ASYNC,
-            (_atom(waiting, *wait_vars), _atom(f"{p}_acked_top", a), ir.Compare("<=", n, a)),
+            (_atom(waiting, *wait_vars), *fan_out, _atom(f"{p}_acked_top", a), ir.Compare("<=", n, a)),
             send_dest,
             comment=f"send '{rule.head.relation}' once the receiver processed everything relayed before it",
         ),
