@@ -13,6 +13,13 @@ both read, and relations C2 derives — C2 relays to C1 in sequenced batches (Ba
 C1 processes each batch whole, in order. C2 holds each of its other outputs until C1 has
 acknowledged the batch sent before it (Batch Acknowledgement), so nothing leaves C2 "before" C1
 could have seen its cause. See :mod:`.batching`.
+
+Beyond the TR: a relayed relation that C1 only folds into a maximum it carries (:func:`absorbed`;
+the Paxos proposer and the ballots of p2bs) is relayed only when above everything relayed before
+(:func:`.batching.rising`). C1 processes each stream's batches in order, and once it processed a
+value its carried maximum never falls below it, so a later fact no greater than that value would
+change nothing: C1 behaves as the original component given every fact, and C2's outputs, which
+would have waited for C1 to see such a fact, have nothing to wait for.
 """
 
 from __future__ import annotations
@@ -141,6 +148,11 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
         if rel in program.persisted:
             out = m.add_persist(out, seen, comment=f"{c1}: '{rel}' projected, kept like '{rel}'")
 
+    for i, r in enumerate(relayed):
+        if absorbed(out, c1, r.relation):
+            relayed[i], rising = batching.rising(p, r)
+            delta_rules += rising
+
     # C2: relay in batches, track acknowledgements, hold outputs.
     block2 = out.block(c2)
     assert block2 is not None
@@ -171,6 +183,67 @@ def apply(program: ir.Program, topology: Topology | None, target: Decouple) -> t
     out = m.add_rules(out, c1, receiver)
     out = m.ensure_pairing(out, c1, c1, c2)
     return out, topology_for(out, topology)
+
+
+def absorbed(program: ir.Program, component: str, relation: str) -> bool:
+    """Whether ``component`` reads ``relation`` (one column) only to raise a maximum it carries:
+    every rule reading it copies it into some X (``X(v) :- relation(v)``), X is read only by one
+    ``M(max(v)) :- X(v)``, and X also holds what M was at the previous tick (``X(v) :- H(v)`` with
+    ``H(v) :+ M(v)``); none of them persisted, logged or an output. Then max(X) never decreases,
+    so a fact no greater than one ``component`` was given at an earlier tick leaves X's maximum,
+    and everything else, as it was: the sender need not relay it again (:func:`batching.rising`).
+    A Paxos proposer reads the p2b ballots its collector relays this way (``seen`` into
+    ``max_seen``, carried as ``highest``)."""
+    rules = program.rules_of(component)
+    hidden = program.persisted | program.logged | program.output_relations
+
+    def copy(rule: ir.Rule, source: str) -> bool:
+        return (
+            rule.kind is ir.RuleKind.SYNC
+            and rule.head.dest is None
+            and len(rule.head.terms) == 1
+            and isinstance(rule.head.terms[0], ir.Var)
+            and len(rule.body) == 1
+            and isinstance(rule.body[0], ir.Atom)
+            and not rule.body[0].negated
+            and rule.body[0].relation == source
+            and rule.body[0].terms == rule.head.terms
+        )
+
+    def reading(rel: str) -> list[ir.Rule]:
+        return [r for r in rules if any(a.relation == rel for a in r.atoms())]
+
+    readers = reading(relation)
+    if relation in hidden or not readers or not all(copy(r, relation) for r in readers):
+        return False
+    for x in {r.head.relation for r in readers}:
+        maxima = set()
+        for rule in reading(x):
+            term = rule.head.terms[0] if len(rule.head.terms) == 1 else None
+            if not (
+                rule.kind is ir.RuleKind.SYNC
+                and rule.head.dest is None
+                and isinstance(term, ir.Aggregate)
+                and term.func == "max"
+                and len(rule.body) == 1
+                and isinstance(rule.body[0], ir.Atom)
+                and not rule.body[0].negated
+                and rule.body[0].terms == (term.arg,)
+            ):
+                return False
+            maxima.add(rule.head.relation)
+        if x in hidden or len(maxima) != 1:
+            return False
+        (most,) = maxima
+        carriers = {
+            r.head.relation
+            for r in rules
+            if r.kind is ir.RuleKind.NEXT and len(r.body) == 1 and isinstance(r.body[0], ir.Atom)
+            and not r.body[0].negated and r.body[0].relation == most and r.body[0].terms == r.head.terms
+        }  # fmt: skip
+        if not any(r.head.relation == x and copy(r, h) for r in rules for h in carriers):
+            return False
+    return True
 
 
 def _columns_read(rules: tuple[ir.Rule, ...], relation: str, arity: int) -> tuple[int, ...]:

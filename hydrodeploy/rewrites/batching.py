@@ -88,6 +88,30 @@ def _atom(rel: str, *terms: ir.BodyTerm, negated: bool = False) -> ir.Atom:
     return ir.Atom(rel, tuple(terms), negated=negated)
 
 
+def rising(p: str, r: Relayed) -> tuple[Relayed, list[ir.Rule]]:
+    """``r`` (one value per fact) relayed only when above every value the sender relayed before,
+    for a receiver that only raises a carried maximum with it (see
+    :func:`hydrodeploy.rewrites.asymmetric.absorbed`): a value no greater than one it was sent in
+    an earlier batch, which it processed first, changes nothing there. A tick with nothing new
+    relays nothing: no batch, so no acknowledgement, and the sender's outputs wait for none."""
+    (value,) = r.terms
+    assert isinstance(value, ir.Var)
+    tag = _tag(p, r.relation)
+    fresh, top, upto, most, anything = (f"{p}_{kind}_{tag}" for kind in ("fresh", "relayed_top", "relayed_upto", "relayed_max", "relayed_any"))
+    taken = {t.name for lit in r.body if isinstance(lit, ir.Atom) for t in lit.terms if isinstance(t, ir.Var)}
+    k = V(next(name for name in ("k", "k2", "k3", "top_value") if name not in taken))
+    rules = [
+        _rule(fresh, (value,), ir.RuleKind.SYNC, (*r.body, _atom(anything, negated=True)), comment=f"'{r.relation}' the receiver has not been sent yet"),
+        _rule(fresh, (value,), ir.RuleKind.SYNC, (*r.body, _atom(top, k), ir.Compare(">", value, k))),
+        _rule(upto, (value,), ir.RuleKind.SYNC, (_atom(top, value),)),
+        _rule(upto, (value,), ir.RuleKind.SYNC, (_atom(fresh, value),)),
+        _rule(most, (ir.Aggregate("max", value),), ir.RuleKind.SYNC, (_atom(upto, value),)),
+        _rule(top, (value,), ir.RuleKind.NEXT, (_atom(most, value),), comment=f"the highest '{r.relation}' relayed so far"),
+        _rule(anything, (), ir.RuleKind.SYNC, (_atom(top, ir.Wildcard()),)),
+    ]
+    return Relayed(r.relation, r.terms, (_atom(fresh, value),)), rules
+
+
 def sender_rules(
     p: str, relayed: Sequence[Relayed], to_receiver: Sequence[ir.Literal], dest_var: str
 ) -> list[ir.Rule]:
