@@ -140,8 +140,8 @@ def test_refinement_respects_the_slo_and_the_ends_of_the_sweep() -> None:
     # the highest throughput broke the SLO: the peak is the best count within it
     sweep = [_measured(64, 3_000), _measured(128, 4_000), _measured(256, 4_500, p99_ms=900.0)]
     assert refinement(sweep, 500.0) == [91, 181]
-    # the best count is the last one measured: only the side below it
-    assert refinement([_measured(64, 3_000), _measured(128, 4_000)], None) == [91]
+    # the best count is the last one measured: the peak is not bracketed yet
+    assert refinement([_measured(64, 3_000), _measured(128, 4_000)], None) == []
     # neighbours closer than REFINE_MIN_RATIO: nothing left to narrow
     assert refinement([_measured(100, 1_000), _measured(110, 1_200), _measured(120, 1_100)], None) == []
     assert refinement([], None) == []

@@ -248,17 +248,23 @@ async def sweep(
             group.append(point)
         return group
 
+    async def narrow() -> None:
+        nonlocal refine
+        extra = refinement(result.points, plateau.slo) if refine else []
+        refine -= bool(extra)
+        for clients in extra:
+            await measure(clients)
+
     result.stopped = "every client count measured"
     for clients in counts:
         group = await measure(clients)
         reason = plateau.update(sum(p.throughput for p in group) / len(group), max(p.p99_ms for p in group))
+        # narrowed down as soon as the peak is bracketed: points measured after an overload can
+        # find the system slower than it was (larger queues and state)
+        await narrow()
         if reason is not None:
             result.stopped = reason
             break
-    for _ in range(refine):
-        extra = refinement(result.points, plateau.slo)
-        for clients in extra:
-            await measure(clients)
-        if not extra:
-            break
+    while refine and refinement(result.points, plateau.slo):
+        await narrow()
     return result

@@ -260,9 +260,10 @@ def refinement(points: Sequence[Point], slo_p99_ms: float | None) -> list[int]:
     """Client counts that narrow down where a sweep peaked: the geometric midpoints between the
     best client count (mean throughput over its repeats, among the counts within the SLO when any
     is) and the measured counts on either side of it, where the two are more than
-    :data:`REFINE_MIN_RATIO` apart. A geometric sweep (factor 2) brackets the peak but can miss it
-    by a sizeable margin, and by more for a deeper pipeline, whose throughput rises and falls
-    more steeply with the requests in flight."""
+    :data:`REFINE_MIN_RATIO` apart. Nothing until a higher count was measured (fell short of the
+    best, or broke the SLO): the peak is not bracketed yet. A geometric sweep (factor 2) brackets
+    the peak but can miss it by a sizeable margin, and by more for a deeper pipeline, whose
+    throughput rises and falls more steeply with the requests in flight."""
     by_count: dict[int, list[Point]] = {}
     for point in points:
         by_count.setdefault(point.clients, []).append(point)
@@ -273,6 +274,8 @@ def refinement(points: Sequence[Point], slo_p99_ms: float | None) -> list[int]:
     best = max(within or by_count, key=lambda n: (mean[n], -n))
     counts = sorted(by_count)
     i = counts.index(best)
+    if i + 1 == len(counts):
+        return []
     out = []
     for other in counts[max(0, i - 1) : i] + counts[i + 1 : i + 2]:
         low, high = sorted((best, other))

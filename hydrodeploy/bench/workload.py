@@ -94,8 +94,9 @@ class SweepSpec(_Strict):
     plateau_gain: float = Field(default=0.05, ge=0)
     plateau_steps: int = Field(default=2, ge=1)
     repeats: int = Field(default=1, ge=1, le=20)
-    # after the sweep, rounds of measuring the geometric midpoints between the best client count
-    # and its measured neighbours (not with an explicit `clients` list, nor with --quick)
+    # rounds of measuring the geometric midpoints between the best client count and its measured
+    # neighbours, the first as soon as a higher count fell short of the best (not with an explicit
+    # `clients` list, nor with --quick)
     refine: int = Field(default=1, ge=0, le=5)
 
     _counts = field_validator("clients")(_positive_counts)

@@ -174,6 +174,16 @@ async def profiled_sweep(
             group.append(point)
         return group
 
+    async def narrow() -> bool:
+        """One round of :func:`refinement` if any is left and due; False when a node stopped answering."""
+        nonlocal refine
+        extra = refinement(out.points, slo_p99_ms) if refine else []
+        refine -= bool(extra)
+        for n in extra:
+            if await measure(n) is None:
+                return False
+        return True
+
     try:
         out.stopped = "every client count measured"
         for n in counts:
@@ -181,16 +191,16 @@ async def profiled_sweep(
             if group is None:
                 return out
             reason = plateau.update(sum(p.throughput for p in group) / len(group), max(p.p99_ms for p in group))
+            # narrowed down as soon as the peak is bracketed: points measured after an overload
+            # can find the system slower than it was (larger queues and state)
+            if not await narrow():
+                return out
             if reason is not None:
                 out.stopped = reason
                 break
-        for _ in range(refine):
-            extra = refinement(out.points, slo_p99_ms)
-            for n in extra:
-                if await measure(n) is None:
-                    return out
-            if not extra:
-                break
+        while refine and refinement(out.points, slo_p99_ms):
+            if not await narrow():
+                return out
     finally:
         bench.window_hooks[:] = []
     best = out.best_index(slo_p99_ms)
