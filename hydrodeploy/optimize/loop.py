@@ -46,7 +46,7 @@ from hydrodeploy.optimize.candidates import (
     structures,
 )
 from hydrodeploy.optimize.choose import ComponentTerm, Placement, place
-from hydrodeploy.optimize.config import Configuration, derive, rule_identity
+from hydrodeploy.optimize.config import Configuration, derive
 from hydrodeploy.optimize.costmodel import (
     MAX_SIM_CLIENTS,
     Calibration,
@@ -72,7 +72,7 @@ DEFAULT_BUDGET = 64  # machines, when the workload names no budget
 TOP_PREDICTED = 3  # placements predicted with the full performance simulation
 MAX_FAILURES = 2  # rolled-back attempts from one configuration before the loop stops
 CO_BOTTLENECK = 0.05  # another component this close to the bottleneck's saturation is one too
-MIN_SHARE = 0.05  # decouplings of rules that send nothing and take less of the bottleneck's rule CPU are not tried
+MIN_SHARE = 0.05  # decouplings of rules that sent nothing and took less of the bottleneck's rule CPU are not tried
 # A candidate predicted short of the needed gain is still measured when this run's predictions fell
 # short of their measurements by enough to cover the difference (the model was pessimistic here);
 # at most by this much, however pessimistic it was.
@@ -497,13 +497,12 @@ class Analysis:
             *((c, a, find_candidates(self.base, current.config, c)) for c, a in _co_bottlenecks(best, neck)),
         ]:
             shares = _rule_shares(best, address, names.get(component, []))
-            block = program.block(component)
-            sending = {
-                rule_identity(component, r, self.base_path) for r in (block.rules if block else ()) if r.kind is ir.RuleKind.ASYNC
-            }
+            sending = _sending_rules(best, address, names.get(component, []))
             for option in found.decouplings:
                 share = sum(shares.get(i, 0.0) for i in option.identities)
-                # rules that send cost the node more than their rule CPU (encoding, frames): never left out
+                # rules that sent messages cost the node more than their rule CPU (encoding,
+                # frames): never left out; rules that can send but sent nothing at the best
+                # point (an election's, re-proposals') relieve nothing there
                 sends = bool(option.identities & sending)
                 (kept if share >= MIN_SHARE or sends else pruned).append((option, share))
             if found is not candidates:
@@ -753,8 +752,14 @@ def _rule_shares(profile: WindowProfile, address: str, names: Sequence[str]) -> 
     return {names[r.number]: r.cpu / total for r in node.rules if r.number < len(names)}
 
 
+def _sending_rules(profile: WindowProfile, address: str, names: Sequence[str]) -> set[str]:
+    """The identities of a node's asynchronous rules that sent anything in the window."""
+    node = profile.node(address)
+    return {names[r.number] for r in node.rules if r.kind == ":~" and r.facts_per_s > 0 and r.number < len(names)}
+
+
 def _pruned_json(option: DecouplingOption, share: float, node: str) -> dict[str, Any]:
-    reason = f"its rules send nothing and took {share:.0%} of {node}'s rule CPU (under {MIN_SHARE:.0%})"
+    reason = f"its rules sent nothing at the best point and took {share:.0%} of {node}'s rule CPU (under {MIN_SHARE:.0%})"
     return {"description": option.decoupling.describe(), "share": share, "reason": reason}
 
 

@@ -330,3 +330,21 @@ def test_a_pessimistic_model_earns_a_measured_allowance_of_its_own_shortfall(tmp
     assert analysis.shortfall() == pytest.approx(0.12)  # only measured iterations count
     analysis.iterations.append(measured(4, 5_014, 6_348))
     assert analysis.shortfall() == MAX_SHORTFALL  # 27% short, capped
+
+
+def test_only_rules_that_sent_at_the_best_point_count_as_sending() -> None:
+    # A Paxos leader's re-proposals and phase 1a can send but sent nothing in steady state: moving
+    # them relieves nothing, so unless they take rule CPU their decouplings are left out.
+    from hydrodeploy.optimize.loop import _sending_rules
+    from hydrodeploy.profile.counters import NodeProfile, RuleProfile, WindowProfile
+
+    rules = (
+        RuleProfile(0, "numbered", ":-", 0.010, 100.0, 5000.0),
+        RuleProfile(1, "p2a", ":~", 0.008, 100.0, 15000.0),
+        RuleProfile(2, "p2a", ":~", 0.000, 0.0, 0.0),
+        RuleProfile(3, "p1a", ":~", 0.000, 100.0, 0.0),
+    )
+    node = NodeProfile("proposer/1", "proposer", 0.05, 0.05, 100.0, 5000.0, rules, (), ())
+    window = WindowProfile(0, 512, 5000.0, 3.0, 0.3, (node,))
+    names = ["numbered#1", "p2a#1", "p2a#2", "p1a#1"]
+    assert _sending_rules(window, "proposer/1", names) == {"p2a#1"}
