@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,6 +222,45 @@ class Bench:
         self.deployment.close()
 
 
+async def sweep_counts(
+    counts: Sequence[int],
+    points: list[Point],
+    plateau: Plateau,
+    slo_p99_ms: float | None,
+    refine: int,
+    measure: Callable[[int], Awaitable[list[Point] | None]],
+) -> str | None:
+    """The order of a sweep: ``measure`` each client count (it appends its points to ``points``
+    and returns them, or None to end the sweep) until ``plateau`` stops it, and ``refine`` rounds
+    of :func:`~hydrodeploy.bench.measure.refinement`, each as soon as the peak is bracketed —
+    points measured after an overload can find the system slower than it was (larger queues and
+    state). Why the sweep stopped; None when ``measure`` ended it."""
+    rounds = refine
+
+    async def narrow() -> bool:
+        nonlocal rounds
+        extra = refinement(points, slo_p99_ms) if rounds else []
+        rounds -= bool(extra)
+        for clients in extra:
+            if await measure(clients) is None:
+                return False
+        return True
+
+    for clients in counts:
+        group = await measure(clients)
+        if group is None:
+            return None
+        reason = plateau.update(sum(p.throughput for p in group) / len(group), max(p.p99_ms for p in group))
+        if not await narrow():
+            return None
+        if reason is not None:
+            return reason
+    while rounds and refinement(points, slo_p99_ms):
+        if not await narrow():
+            return None
+    return "every client count measured"
+
+
 async def sweep(
     bench: Bench,
     windows: WindowsSpec,
@@ -233,8 +272,8 @@ async def sweep(
     refine: int = 0,
 ) -> SweepResult:
     """Measure each client count ``repeats`` times until the throughput plateaus or the SLO
-    breaks (the decision uses the mean over the repeats), then ``refine`` rounds of client counts
-    between the best one and its neighbours (:func:`~hydrodeploy.bench.measure.refinement`)."""
+    breaks (the decision uses the mean over the repeats), narrowing down the peak ``refine``
+    times (:func:`sweep_counts`)."""
     result = SweepResult()
 
     async def measure(clients: int) -> list[Point]:
@@ -248,23 +287,5 @@ async def sweep(
             group.append(point)
         return group
 
-    async def narrow() -> None:
-        nonlocal refine
-        extra = refinement(result.points, plateau.slo) if refine else []
-        refine -= bool(extra)
-        for clients in extra:
-            await measure(clients)
-
-    result.stopped = "every client count measured"
-    for clients in counts:
-        group = await measure(clients)
-        reason = plateau.update(sum(p.throughput for p in group) / len(group), max(p.p99_ms for p in group))
-        # narrowed down as soon as the peak is bracketed: points measured after an overload can
-        # find the system slower than it was (larger queues and state)
-        await narrow()
-        if reason is not None:
-            result.stopped = reason
-            break
-    while refine and refinement(result.points, plateau.slo):
-        await narrow()
+    result.stopped = await sweep_counts(counts, result.points, plateau, plateau.slo, refine, measure) or ""
     return result

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydrodeploy.bench.experiment import Bench, Observer
-from hydrodeploy.bench.measure import Plateau, Point, refinement
+from hydrodeploy.bench.experiment import Bench, Observer, sweep_counts
+from hydrodeploy.bench.measure import Plateau, Point
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import DeployError, ProcessFailure
 from hydrodeploy.deploy.host import PerfRecording
@@ -174,33 +174,11 @@ async def profiled_sweep(
             group.append(point)
         return group
 
-    async def narrow() -> bool:
-        """One round of :func:`refinement` if any is left and due; False when a node stopped answering."""
-        nonlocal refine
-        extra = refinement(out.points, slo_p99_ms) if refine else []
-        refine -= bool(extra)
-        for n in extra:
-            if await measure(n) is None:
-                return False
-        return True
-
     try:
-        out.stopped = "every client count measured"
-        for n in counts:
-            group = await measure(n)
-            if group is None:
-                return out
-            reason = plateau.update(sum(p.throughput for p in group) / len(group), max(p.p99_ms for p in group))
-            # narrowed down as soon as the peak is bracketed: points measured after an overload
-            # can find the system slower than it was (larger queues and state)
-            if not await narrow():
-                return out
-            if reason is not None:
-                out.stopped = reason
-                break
-        while refine and refinement(out.points, slo_p99_ms):
-            if not await narrow():
-                return out
+        stopped = await sweep_counts(counts, out.points, plateau, slo_p99_ms, refine, measure)
+        if stopped is None:  # a node stopped answering: out.stopped says where
+            return out
+        out.stopped = stopped
     finally:
         bench.window_hooks[:] = []
     best = out.best_index(slo_p99_ms)
