@@ -98,8 +98,7 @@ def rising(p: str, r: Relayed) -> tuple[Relayed, list[ir.Rule]]:
     assert isinstance(value, ir.Var)
     tag = _tag(p, r.relation)
     fresh, top, upto, most, anything = (f"{p}_{kind}_{tag}" for kind in ("fresh", "relayed_top", "relayed_upto", "relayed_max", "relayed_any"))
-    taken = {t.name for lit in r.body if isinstance(lit, ir.Atom) for t in lit.terms if isinstance(t, ir.Var)}
-    k = V(next(name for name in ("k", "k2", "k3", "top_value") if name not in taken))
+    k = V(m.fresh_var(_rule(fresh, (value,), ir.RuleKind.SYNC, r.body), "k"))
     rules = [
         _rule(fresh, (value,), ir.RuleKind.SYNC, (*r.body, _atom(anything, negated=True)), comment=f"'{r.relation}' the receiver has not been sent yet"),
         _rule(fresh, (value,), ir.RuleKind.SYNC, (*r.body, _atom(top, k), ir.Compare(">", value, k))),
