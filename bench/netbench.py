@@ -59,9 +59,9 @@ def max_throughput(
             await bench.stop()
         finally:
             bench.close()
-        best = result.best()
-        assert best is not None
-        return Measured(best, result.points, cluster.warnings)
+        top = result.peak()
+        assert top is not None
+        return Measured(top.point, result.points, cluster.warnings)
 
     with tempfile.TemporaryDirectory(prefix="hydrodeploy-bench-") as tmp:
         return asyncio.run(go(Path(tmp)))

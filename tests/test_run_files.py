@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hydrodeploy.bench.measure import Point, refinement
+from hydrodeploy.bench.measure import Point, measured_peak, peak, refinement
 from hydrodeploy.bench.workload import WorkloadSpec, load_workload
 from hydrodeploy.cli.main import main
 from hydrodeploy.deploy.cluster import LOCAL_DEFAULT, load_cluster
@@ -152,8 +152,36 @@ def test_refinement_uses_the_mean_over_repeats() -> None:
     assert refinement(sweep, None) == [11, 23]  # 16 (mean 700) beats 8 (mean 600)
 
 
+def test_the_peak_is_the_best_mean_and_stands_for_it_by_its_closest_point() -> None:
+    sweep = [_measured(4, 600), _measured(8, 900), _measured(16, 650)]
+    assert _peak(sweep) == (8, 900.0, (900.0,))
+    sweep.append(_measured(8, 380, repeat=1))  # the lucky window confirmed lower: 640 < 650
+    assert _peak(sweep) == (16, 650.0, (650.0,))
+    sweep.append(_measured(16, 560, repeat=1))  # 16's mean falls to 605
+    assert _peak(sweep) == (8, 640.0, (900.0, 380.0))
+    top = peak(sweep)
+    assert top is not None and top.point.throughput == 380  # equally close: the lower stands
+    sweep.append(_measured(8, 640, repeat=2))
+    top = peak(sweep)
+    assert top is not None and top.point.throughput == 640  # the point closest to the mean
+    assert measured_peak(top)["measurements"] == [900, 380, 640]
+    # a count with one point over the SLO is not within it, whatever its mean
+    assert _peak([_measured(4, 600), _measured(8, 900), _measured(8, 800, p99_ms=900.0)], 500.0)[0] == 4
+    assert peak([]) is None
+
+
+def _peak(points: list[Point], slo_p99_ms: float | None = None) -> tuple[int, float, tuple[float, ...]]:
+    top = peak(points, slo_p99_ms)
+    assert top is not None
+    return top.clients, top.throughput, top.measurements
+
+
 def test_explicit_client_lists_and_quick_runs_are_not_refined() -> None:
     base = {"name": "t", "protocol": str(ROOT / "protocols" / "voting.ded")}
     assert WorkloadSpec.model_validate(base | {"sweep": {"clients": [1, 4, 16]}}).sweep.refine_rounds() == 0
     assert WorkloadSpec.model_validate(base | {"sweep": {"start": 1}}).sweep.refine_rounds() == 1
     assert WorkloadSpec.model_validate(base | {"sweep": {"refine": 0}}).sweep.refine_rounds() == 0
+    # nor confirmed: an explicit list is measured as listed
+    assert WorkloadSpec.model_validate(base | {"sweep": {"clients": [1, 4, 16]}}).sweep.confirm_points() == 1
+    assert WorkloadSpec.model_validate(base | {"sweep": {"start": 1}}).sweep.confirm_points() == 2
+    assert WorkloadSpec.model_validate(base | {"sweep": {"confirm": 3}}).sweep.confirm_points() == 3

@@ -1,6 +1,7 @@
 """The order in which a sweep measures client counts (:func:`hydrodeploy.bench.experiment.sweep`):
 geometric counts until the throughput plateaus, and the counts between the best one and its
-neighbours measured as soon as the peak is bracketed, before any count further past it.
+neighbours measured as soon as the peak is bracketed, before any count further past it; then the
+peak's count measured again, its maximum the mean of its points.
 
 The bench here replays a throughput curve instead of deploying anything: what is tested is the
 sweep's decisions, which depend only on the points it gets back."""
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hydrodeploy.bench.experiment import Observer, sweep
+from hydrodeploy.bench.experiment import MAX_CONFIRMING, Observer, SweepResult, sweep
 from hydrodeploy.bench.measure import Plateau, Point
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 
@@ -18,14 +19,15 @@ from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 class _ScriptedCurve:
     """Answers each point with the throughput of a fixed curve (requests/s by client count)."""
 
-    def __init__(self, curve: dict[int, float], p99_ms: dict[int, float] | None = None) -> None:
+    def __init__(self, curve: dict[int, float | list[float]], p99_ms: dict[int, float] | None = None) -> None:
         self.curve = curve
         self.p99_ms = p99_ms or {}
         self.measured: list[int] = []
 
     async def point(self, index: int, clients: int, windows: Any, settings: Any, repeat: int = 0) -> tuple[Point, Any]:
+        value = self.curve[clients]  # a list: successive measurements of that count
+        throughput = value if isinstance(value, float) else value[self.measured.count(clients)]
         self.measured.append(clients)
-        throughput = self.curve[clients]
         p99 = self.p99_ms.get(clients, 10.0)
         point = Point(
             index=index, clients=clients, repeat=repeat, throughput=throughput, p50_ms=1.0, p90_ms=1.0, p99_ms=p99,
@@ -35,11 +37,16 @@ class _ScriptedCurve:
         return point, None
 
 
-def _run(bench: _ScriptedCurve, counts: list[int], refine: int, slo: float | None = None) -> list[int]:
+def _sweep(bench: _ScriptedCurve, counts: list[int], refine: int, slo: float | None = None, confirm: int = 1) -> SweepResult:
     windows = WindowsSpec(warmup_s=0, measure_s=1, cooldown_s=0, bin_s=1)
     plateau = Plateau(0.05, 2, slo)
-    result = asyncio.run(sweep(bench, windows, counts, 1, ClientsSpec(), plateau, Observer(), refine))  # type: ignore[arg-type]
+    result = asyncio.run(sweep(bench, windows, counts, 1, ClientsSpec(), plateau, Observer(), refine, confirm))  # type: ignore[arg-type]
     assert [p.clients for p in result.points] == bench.measured
+    return result
+
+
+def _run(bench: _ScriptedCurve, counts: list[int], refine: int, slo: float | None = None, confirm: int = 1) -> list[int]:
+    _sweep(bench, counts, refine, slo, confirm)
     return bench.measured
 
 
@@ -70,3 +77,39 @@ def test_an_slo_break_brackets_the_peak_and_ends_the_sweep_after_narrowing() -> 
     bench = _ScriptedCurve(curve, p99_ms={8: 500.0, 6: 500.0})
     # 8 breaks the 100 ms SLO: the best within it is 4; 3 and 6 are measured, 6 breaks it too
     assert _run(bench, [1, 2, 4, 8, 16], refine=1, slo=100.0) == [1, 2, 4, 8, 3, 6]
+
+
+def test_the_peak_is_measured_again_once_bracketed_and_its_maximum_is_the_mean() -> None:
+    # 4 peaks at 400 in one lucky window; 8 falls short and brackets it: 4 again (300) before 16
+    curve: dict[int, float | list[float]] = {1: 100.0, 2: 200.0, 4: [400.0, 300.0], 8: 250.0, 16: 200.0, 32: 150.0}
+    bench = _ScriptedCurve(curve)
+    result = _sweep(bench, [1, 2, 4, 8, 16, 32], refine=0, confirm=2)
+    assert bench.measured == [1, 2, 4, 8, 4, 16]
+    top = result.peak()
+    assert top is not None
+    assert (top.clients, top.throughput, top.measurements) == (4, 350.0, (400.0, 300.0))
+
+
+def test_a_peak_that_confirmation_lowers_below_another_count_hands_the_confirmation_on() -> None:
+    # 8 brackets 4, whose mean falls to 260, under 8's single 300: 8 is measured again (300, 280:
+    # mean 290) at once, before 16 (the second step without gain ends the sweep)
+    curve: dict[int, float | list[float]] = {1: 100.0, 2: 200.0, 4: [320.0, 200.0], 8: [300.0, 280.0], 16: 150.0, 32: 100.0}
+    bench = _ScriptedCurve(curve)
+    result = _sweep(bench, [1, 2, 4, 8, 16, 32], refine=0, confirm=2)
+    assert bench.measured == [1, 2, 4, 8, 4, 8, 16]
+    top = result.peak()
+    assert top is not None and (top.clients, top.throughput) == (8, 290.0)
+
+
+def test_a_peak_at_the_last_count_is_confirmed_at_the_end() -> None:
+    rising: dict[int, float | list[float]] = {1: 100.0, 2: 200.0, 4: [400.0, 380.0]}
+    assert _run(_ScriptedCurve(rising), [1, 2, 4], refine=1, confirm=2) == [1, 2, 4, 4]
+
+
+def test_confirmation_spends_a_bounded_number_of_points() -> None:
+    # a rising curve whose every second measurement is 0: each confirmation hands the peak down
+    counts = [1, 2, 3, 4, 5, 6, 7]
+    curve: dict[int, float | list[float]] = {n: [100.0 * n, 0.0, 0.0] for n in counts}
+    bench = _ScriptedCurve(curve)
+    _sweep(bench, counts, refine=0, confirm=2)
+    assert len(bench.measured) == len(counts) + MAX_CONFIRMING

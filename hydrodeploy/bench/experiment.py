@@ -20,7 +20,17 @@ from typing import Any
 import psutil
 
 from hydrodeploy.bench.client import ClientSpec, LoadParams
-from hydrodeploy.bench.measure import Plateau, Point, node_usage, refinement, summarize
+from hydrodeploy.bench.measure import (
+    Peak,
+    Plateau,
+    Point,
+    bracketed,
+    node_usage,
+    peak,
+    refinement,
+    summarize,
+    unconfirmed,
+)
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import Cluster, Deployment, Member, python_module
 from hydrodeploy.language import ir, load_program
@@ -30,6 +40,7 @@ from hydrodeploy.simulate.clients import ClientProtocol
 
 START_DELAY_S = 0.3  # between sending a load and its start: every client process gets it first
 RESULT_SLACK_S = 30.0  # how long after its windows a client process may take to report a point
+MAX_CONFIRMING = 4  # extra points a sweep may spend confirming its peak
 
 
 def host_busy(before: Any, after: Any) -> float:
@@ -75,8 +86,8 @@ class SweepResult:
     points: list[Point] = field(default_factory=list)
     stopped: str = ""  # why the sweep ended
 
-    def best(self) -> Point | None:
-        return max(self.points, key=lambda p: p.throughput, default=None)
+    def peak(self, slo_p99_ms: float | None = None) -> Peak | None:
+        return peak(self.points, slo_p99_ms)
 
 
 def _node_config(spec: NodeSpec) -> dict[str, Any]:
@@ -229,19 +240,32 @@ async def sweep_counts(
     slo_p99_ms: float | None,
     refine: int,
     measure: Callable[[int], Awaitable[list[Point] | None]],
+    confirm: int = 1,
 ) -> str | None:
     """The order of a sweep: ``measure`` each client count (it appends its points to ``points``
     and returns them, or None to end the sweep) until ``plateau`` stops it, and ``refine`` rounds
     of :func:`~hydrodeploy.bench.measure.refinement`, each as soon as the peak is bracketed —
     points measured after an overload can find the system slower than it was (larger queues and
-    state). Why the sweep stopped; None when ``measure`` ended it."""
+    state). Once bracketed, and again at the end, the peak's client count is measured until it has
+    ``confirm`` points (:func:`~hydrodeploy.bench.measure.unconfirmed`); when that lowers its mean
+    below another count's, that count is confirmed in turn (at most :data:`MAX_CONFIRMING` extra
+    points in all). Why the sweep stopped; None when ``measure`` ended it."""
     rounds = refine
+    confirming = MAX_CONFIRMING
 
     async def narrow() -> bool:
         nonlocal rounds
         extra = refinement(points, slo_p99_ms) if rounds else []
         rounds -= bool(extra)
         for clients in extra:
+            if await measure(clients) is None:
+                return False
+        return True
+
+    async def confirmed() -> bool:
+        nonlocal confirming
+        while confirming > 0 and (clients := unconfirmed(points, slo_p99_ms, confirm)) is not None:
+            confirming -= 1
             if await measure(clients) is None:
                 return False
         return True
@@ -253,12 +277,14 @@ async def sweep_counts(
         reason = plateau.update(sum(p.throughput for p in group) / len(group), max(p.p99_ms for p in group))
         if not await narrow():
             return None
+        if bracketed(points, slo_p99_ms) and not await confirmed():
+            return None
         if reason is not None:
-            return reason
+            return reason if await confirmed() else None
     while rounds and refinement(points, slo_p99_ms):
         if not await narrow():
             return None
-    return "every client count measured"
+    return "every client count measured" if await confirmed() else None
 
 
 async def sweep(
@@ -270,10 +296,11 @@ async def sweep(
     plateau: Plateau,
     observer: Observer,
     refine: int = 0,
+    confirm: int = 1,
 ) -> SweepResult:
     """Measure each client count ``repeats`` times until the throughput plateaus or the SLO
     breaks (the decision uses the mean over the repeats), narrowing down the peak ``refine``
-    times (:func:`sweep_counts`)."""
+    times and measuring it until it has ``confirm`` points (:func:`sweep_counts`)."""
     result = SweepResult()
 
     async def measure(clients: int) -> list[Point]:
@@ -287,5 +314,5 @@ async def sweep(
             group.append(point)
         return group
 
-    result.stopped = await sweep_counts(counts, result.points, plateau, plateau.slo, refine, measure) or ""
+    result.stopped = await sweep_counts(counts, result.points, plateau, plateau.slo, refine, measure, confirm) or ""
     return result

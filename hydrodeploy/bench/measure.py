@@ -256,23 +256,77 @@ class Plateau:
         return None
 
 
-def refinement(points: Sequence[Point], slo_p99_ms: float | None) -> list[int]:
-    """Client counts that narrow down where a sweep peaked: the geometric midpoints between the
-    best client count (mean throughput over its repeats, among the counts within the SLO when any
-    is) and the measured counts on either side of it, where the two are more than
-    :data:`REFINE_MIN_RATIO` apart. Nothing until a higher count was measured (fell short of the
-    best, or broke the SLO): the peak is not bracketed yet. A geometric sweep (factor 2) brackets
-    the peak but can miss it by a sizeable margin, and by more for a deeper pipeline, whose
-    throughput rises and falls more steeply with the requests in flight."""
+@dataclass(frozen=True)
+class Peak:
+    """Where a sweep peaked: the client count whose mean throughput over its points is highest
+    (among the counts within the SLO, when any is), that mean, and the point that stands for it
+    (the one closest to the mean, the lower of two as close: its latencies and profile describe
+    the peak)."""
+
+    clients: int
+    throughput: float
+    point: Point
+    measurements: tuple[float, ...]  # the throughput of every point at that count, in order
+
+
+def peak(points: Sequence[Point], slo_p99_ms: float | None = None) -> Peak | None:
+    """The sweep's peak (:class:`Peak`); a count is within the SLO when all its points are."""
     by_count: dict[int, list[Point]] = {}
     for point in points:
         by_count.setdefault(point.clients, []).append(point)
     if not by_count:
-        return []
+        return None
     mean = {n: statistics.fmean(p.throughput for p in group) for n, group in by_count.items()}
     within = [n for n, group in by_count.items() if slo_p99_ms is None or max(p.p99_ms for p in group) <= slo_p99_ms]
     best = max(within or by_count, key=lambda n: (mean[n], -n))
-    counts = sorted(by_count)
+    group = by_count[best]
+    standing = min(group, key=lambda p: (abs(p.throughput - mean[best]), p.throughput))
+    return Peak(best, mean[best], standing, tuple(p.throughput for p in group))
+
+
+def measured_peak(top: Peak) -> dict[str, Any]:
+    """A peak as iteration records and reports keep it."""
+    point = top.point
+    return {
+        "max_throughput": top.throughput,
+        "measurements": list(top.measurements),
+        "p50_ms": point.p50_ms,
+        "p99_ms": point.p99_ms,
+        "clients": top.clients,
+        "point": point.index,
+        "host_cpu": point.host_cpu,
+        "host_saturated": point.host_saturated,
+    }
+
+
+def unconfirmed(points: Sequence[Point], slo_p99_ms: float | None, measurements: int) -> int | None:
+    """The peak's client count while it has fewer than ``measurements`` points, else None. One
+    window at the peak is the highest of several noisy draws, so it overstates what the
+    configuration sustains; the mean over repeated windows does not."""
+    best = peak(points, slo_p99_ms)
+    if best is None or len(best.measurements) >= measurements:
+        return None
+    return best.clients
+
+
+def bracketed(points: Sequence[Point], slo_p99_ms: float | None) -> bool:
+    """Whether a client count above the peak's was measured (the sweep went past its peak)."""
+    best = peak(points, slo_p99_ms)
+    return best is not None and any(p.clients > best.clients for p in points)
+
+
+def refinement(points: Sequence[Point], slo_p99_ms: float | None) -> list[int]:
+    """Client counts that narrow down where a sweep peaked: the geometric midpoints between the
+    peak's client count (:func:`peak`) and the measured counts on either side of it, where the two
+    are more than :data:`REFINE_MIN_RATIO` apart. Nothing until a higher count was measured (fell
+    short of the best, or broke the SLO): the peak is not bracketed yet. A geometric sweep
+    (factor 2) brackets the peak but can miss it by a sizeable margin, and by more for a deeper
+    pipeline, whose throughput rises and falls more steeply with the requests in flight."""
+    top = peak(points, slo_p99_ms)
+    if top is None:
+        return []
+    best = top.clients
+    counts = sorted({p.clients for p in points})
     i = counts.index(best)
     if i + 1 == len(counts):
         return []

@@ -18,6 +18,7 @@
       plateau_steps: 2
       repeats: 1
       refine: 1                       # rounds of measuring between the best count and its neighbours
+      confirm: 2                      # points at the peak's count: the maximum is their mean
     slo: {p99_ms: null}               # stop once p99 exceeds this
     budget: {machines: null}           # machines (nodes) `analyze` may use
     analyze:                          # `hydrodeploy analyze`: windows, iterations, gain to keep
@@ -98,11 +99,18 @@ class SweepSpec(_Strict):
     # neighbours, the first as soon as a higher count fell short of the best (not with an explicit
     # `clients` list, nor with --quick)
     refine: int = Field(default=1, ge=0, le=5)
+    # points measured at the peak's client count (its throughput is their mean): one window at
+    # the peak is the highest of several noisy draws and overstates what the system sustains
+    # (not with an explicit `clients` list, nor with --quick)
+    confirm: int = Field(default=2, ge=1, le=5)
 
     _counts = field_validator("clients")(_positive_counts)
 
     def refine_rounds(self) -> int:
         return 0 if self.clients is not None else self.refine
+
+    def confirm_points(self) -> int:
+        return 1 if self.clients is not None else self.confirm
 
     def counts(self) -> list[int]:
         """The client counts to try, in order (the sweep may stop early)."""

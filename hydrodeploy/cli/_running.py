@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hydrodeploy.bench.experiment import Bench, Observer, SweepResult, sweep
-from hydrodeploy.bench.measure import Plateau, Point
+from hydrodeploy.bench.measure import Plateau, Point, peak
 from hydrodeploy.bench.workload import WorkloadSpec, load_workload
 from hydrodeploy.deploy import ProcessFailure, load_cluster, open_cluster
 from hydrodeploy.deploy.cluster import LOCAL_DEFAULT
@@ -100,7 +100,8 @@ async def _execute(bench: Bench, workload: WorkloadSpec, quick: bool, view: _Pro
         result = SweepResult()
         try:
             refine = 0 if quick else workload.sweep.refine_rounds()
-            result = await sweep(bench, windows, counts, repeats, workload.clients, plateau, view, refine)
+            confirm = 1 if quick else workload.sweep.confirm_points()
+            result = await sweep(bench, windows, counts, repeats, workload.clients, plateau, view, refine, confirm)
         finally:
             view.status("stopping")
             final = await asyncio.shield(bench.stop()) if bench.deployment.failure is None else {}
@@ -177,8 +178,13 @@ def run_workload(args: argparse.Namespace) -> int:
             f"{workload.protocol_name()} on cluster {cluster_spec.describe()}",
             f"{machines} nodes, {workload.clients.processes} client processes",
         )
-        out.print(_table(points))
-        out.print(_bottleneck(max(points, key=lambda p: p.throughput)))
+        top = peak(points)
+        assert top is not None
+        out.print(_table(points, top.point))
+        if len(top.measurements) > 1:
+            each = ", ".join(f"{x:,.0f}" for x in top.measurements)
+            out.print(f"maximum: {top.throughput:,.0f} requests/s at {top.clients} clients, the mean of {len(top.measurements)} points ({each})")
+        out.print(_bottleneck(top.point))
     if result.stopped:
         out.print(f"sweep stopped: {result.stopped}")
     out.print(f"run directory: {run_dir.path}")
@@ -214,8 +220,7 @@ def _bottleneck(point: Point) -> str:
     return text
 
 
-def _table(points: list[Point]) -> Table:
-    best = max(points, key=lambda p: p.throughput)
+def _table(points: list[Point], best: Point) -> Table:
     table = Table(title="measured points (best marked *)")
     for column in ("point", "clients", "req/s", "p50 ms", "p99 ms", "cv", "bottleneck", "flags"):
         table.add_column(column, justify="right" if column not in ("bottleneck", "flags") else "left")

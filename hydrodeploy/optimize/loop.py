@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hydrodeploy.bench.experiment import Bench, Observer
-from hydrodeploy.bench.measure import Plateau, Point
+from hydrodeploy.bench.measure import Peak, Plateau, Point, measured_peak
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec, WorkloadSpec
 from hydrodeploy.deploy.cluster import AnyClusterSpec, ClusterSpec, RunClusters
 from hydrodeploy.errors import HydrodeployError
@@ -351,22 +351,14 @@ class Analysis:
         hint = it.prediction.clients if it.prediction else (parent.measured or {}).get("clients") if parent else None
         measured = await self._sweep(it, path, topology, self._counts(hint))
         it.seconds = time.time() - it.started
-        best = measured.best_index(self.slo)
-        if best is None:
+        top, best = measured.peak(self.slo), measured.best_index(self.slo)
+        if top is None or best is None:
             it.status, it.kept = "failed", False
             it.reason = "no point was measured"
             self._fail(it)
             return
-        point, profile = measured.points[best], measured.profiles[best]
-        it.measured = {
-            "max_throughput": point.throughput,
-            "p50_ms": point.p50_ms,
-            "p99_ms": point.p99_ms,
-            "clients": point.clients,
-            "point": point.index,
-            "host_cpu": point.host_cpu,
-            "host_saturated": point.host_saturated,
-        }
+        profile = measured.profiles[best]
+        it.measured = measured_peak(top)
         it.sweep_stopped = measured.stopped
         it.status = "measured"
         it.bottleneck = find_bottleneck(profile, program)
@@ -376,7 +368,7 @@ class Analysis:
         if current is None:
             it.kept, it.reason = True, "the base program"
         else:
-            gain = point.throughput / current.max_throughput - 1 if current.max_throughput > 0 else math.inf
+            gain = top.throughput / current.max_throughput - 1 if current.max_throughput > 0 else math.inf
             need = self.workload.analyze.min_gain
             if gain >= need:
                 it.kept, it.reason = True, f"throughput rose {gain:+.0%} over iteration {current.index} (at least {need:.0%} needed): kept"
@@ -388,10 +380,10 @@ class Analysis:
                 )
                 self.failures[current.index] = self.failures.get(current.index, 0) + 1
         if it.prediction is not None:
-            error = it.prediction.throughput / point.throughput - 1 if point.throughput > 0 else math.inf
+            error = it.prediction.throughput / top.throughput - 1 if top.throughput > 0 else math.inf
             it.measured["prediction_error"] = error
         self._save(it)
-        self.observer.note(f"iteration {it.index}: {point.throughput:,.0f} requests/s at {point.clients} clients; {it.reason}")
+        self.observer.note(f"iteration {it.index}: {_peak_text(top)}; {it.reason}")
 
     def _fail(self, it: Iteration) -> None:
         parent = it.parent if it.parent is not None else 0
@@ -439,6 +431,7 @@ class Analysis:
             measured = await profiled_sweep(
                 bench, self.windows, counts, self.workload.sweep.repeats, self.workload.clients, plateau, self.observer,
                 folder / "perf", keep, self.slo, self.local, self.workload.sweep.refine_rounds(),
+                self.workload.sweep.confirm_points(),
             )  # fmt: skip
             if bench.deployment.failure is None:
                 final = await asyncio.shield(bench.stop())
@@ -719,6 +712,13 @@ def _largest_partition(config: Configuration) -> Configuration | None:
         return None
     top = max(config.partitions, key=lambda p: p.count)
     return config.with_partitions(p if p is not top else replace(p, count=p.count - 1) for p in config.partitions)
+
+
+def _peak_text(top: Peak) -> str:
+    where = f"{top.throughput:,.0f} requests/s at {top.clients} clients"
+    if len(top.measurements) > 1:
+        where += " (mean of " + ", ".join(f"{x:,.0f}" for x in top.measurements) + ")"
+    return where
 
 
 def _component_counts(topology: Topology) -> dict[str, int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydrodeploy.bench.experiment import Bench, Observer, sweep_counts
-from hydrodeploy.bench.measure import Plateau, Point
+from hydrodeploy.bench.measure import Peak, Plateau, Point, peak
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import DeployError, ProcessFailure
 from hydrodeploy.deploy.host import PerfRecording
@@ -60,11 +60,14 @@ class Measured:
     perf: PerfProfile | None = None
     stopped: str = ""
 
+    def peak(self, slo_p99_ms: float | None = None) -> Peak | None:
+        """The sweep's peak (:func:`~hydrodeploy.bench.measure.peak`)."""
+        return peak(self.points, slo_p99_ms)
+
     def best_index(self, slo_p99_ms: float | None = None) -> int | None:
-        """The point with the highest throughput among those within the SLO (all when none is)."""
-        within = [i for i, p in enumerate(self.points) if slo_p99_ms is None or p.p99_ms <= slo_p99_ms]
-        pool = within or list(range(len(self.points)))
-        return max(pool, key=lambda i: self.points[i].throughput, default=None)
+        """The position of the point that stands for the peak."""
+        top = self.peak(slo_p99_ms)
+        return None if top is None else self.points.index(top.point)
 
 
 async def _perf_point(
@@ -128,8 +131,10 @@ async def profiled_sweep(
     slo_p99_ms: float | None = None,
     local: bool = True,
     refine: int = 0,
+    confirm: int = 1,
 ) -> Measured:
-    """Sweep ``counts`` (and ``refine`` rounds between the best and its neighbours) like
+    """Sweep ``counts`` (``refine`` rounds between the best and its neighbours, the peak measured
+    until it has ``confirm`` points) like
     :func:`hydrodeploy.bench.experiment.sweep`, profiling each point; then, with ``perf_dir``, one
     more point at the best client count under perf."""
     dep = bench.deployment
@@ -175,7 +180,7 @@ async def profiled_sweep(
         return group
 
     try:
-        stopped = await sweep_counts(counts, out.points, plateau, slo_p99_ms, refine, measure)
+        stopped = await sweep_counts(counts, out.points, plateau, slo_p99_ms, refine, measure, confirm)
         if stopped is None:  # a node stopped answering: out.stopped says where
             return out
         out.stopped = stopped

@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from hydrodeploy.bench.measure import Point
+from hydrodeploy.bench.measure import Point, measured_peak, peak
 from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.report.load import load_points
 
@@ -64,7 +64,7 @@ def iterations(run: Path) -> list[dict[str, Any]]:
 def _as_run(run: Path, index: int) -> dict[str, Any]:
     """The record of an iteration that ``hydrodeploy run`` measured (one deployment, no rewrite)."""
     points = load_points(run, index)
-    best = max(points, key=lambda p: p.throughput, default=None)
+    top = peak(points)
     topology = _read(run / "iterations" / f"{index:02d}" / "topology.json") or {}
     machines = sum(len(topology.get("partitions", {}).get(a, [a])) for addrs in topology.get("instances", {}).values() for a in addrs)
     return {
@@ -74,12 +74,10 @@ def _as_run(run: Path, index: int) -> dict[str, Any]:
         "steps": [],
         "parent": None,
         "machines": machines,
-        "status": "measured" if best else "failed",
+        "status": "measured" if top else "failed",
         "predicted_throughput": None,
-        "measured": None
-        if best is None
-        else {"max_throughput": best.throughput, "p50_ms": best.p50_ms, "p99_ms": best.p99_ms, "clients": best.clients, "point": best.index},
-        "kept": best is not None,
+        "measured": None if top is None else measured_peak(top),
+        "kept": top is not None,
         "reason": "measured by hydrodeploy run",
         "bottleneck": None,
     }

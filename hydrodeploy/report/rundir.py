@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from hydrodeploy import __version__
-from hydrodeploy.bench.measure import CSV_COLUMNS, Point
+from hydrodeploy.bench.measure import CSV_COLUMNS, Point, peak
 
 
 class RunDirectory:
@@ -125,17 +125,17 @@ def _jsonable(value: Any) -> Any:
 
 
 def summary(protocol: str, cluster: str, iterations: Iterable[tuple[int, int, Sequence[Point]]]) -> dict[str, Any]:
-    """summary.json: per iteration (index, machines, points), its best point."""
+    """summary.json: per iteration (index, machines, points), its peak (:func:`peak`)."""
     out: list[dict[str, Any]] = []
     for index, machines, points in iterations:
-        best = max(points, key=lambda p: p.throughput, default=None)
+        top = peak(points)
         out.append(
             {
                 "index": index,
                 "machines": machines,
-                "max_throughput": round(best.throughput, 1) if best else None,
-                "p50_ms": round(best.p50_ms, 3) if best else None,
-                "p99_ms": round(best.p99_ms, 3) if best else None,
+                "max_throughput": round(top.throughput, 1) if top else None,
+                "p50_ms": round(top.point.p50_ms, 3) if top else None,
+                "p99_ms": round(top.point.p99_ms, 3) if top else None,
                 "predicted_throughput": None,
                 "rewrite": None,
                 "kept": True,
