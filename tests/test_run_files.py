@@ -160,7 +160,7 @@ def test_the_peak_is_the_best_mean_and_stands_for_it_by_its_closest_point() -> N
     sweep.append(_measured(16, 560, repeat=1))  # 16's mean falls to 605
     assert _peak(sweep) == (8, 640.0, (900.0, 380.0))
     top = peak(sweep)
-    assert top is not None and top.point.throughput == 380  # equally close: the lower stands
+    assert top is not None and top.point.throughput == 900  # equally close: the earlier stands
     sweep.append(_measured(8, 640, repeat=2))
     top = peak(sweep)
     assert top is not None and top.point.throughput == 640  # the point closest to the mean

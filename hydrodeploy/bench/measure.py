@@ -260,8 +260,8 @@ class Plateau:
 class Peak:
     """Where a sweep peaked: the client count whose mean throughput over its points is highest
     (among the counts within the SLO, when any is), that mean, and the point that stands for it
-    (the one closest to the mean, the lower of two as close: its latencies and profile describe
-    the peak)."""
+    (the one closest to the mean, the earlier of two as close: measured before the deployment had
+    run longer; its latencies and profile describe the peak)."""
 
     clients: int
     throughput: float
@@ -280,7 +280,7 @@ def peak(points: Sequence[Point], slo_p99_ms: float | None = None) -> Peak | Non
     within = [n for n, group in by_count.items() if slo_p99_ms is None or max(p.p99_ms for p in group) <= slo_p99_ms]
     best = max(within or by_count, key=lambda n: (mean[n], -n))
     group = by_count[best]
-    standing = min(group, key=lambda p: (abs(p.throughput - mean[best]), p.throughput))
+    standing = min(group, key=lambda p: abs(p.throughput - mean[best]))  # ties: the earliest
     return Peak(best, mean[best], standing, tuple(p.throughput for p in group))
 
 

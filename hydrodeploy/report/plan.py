@@ -45,6 +45,7 @@ from hydrodeploy.specfile import load_model
 
 CATALOG = Path(__file__).resolve().parents[2] / "clusters" / "machines.yaml"
 MAX_ROUNDS = 4  # placements tried when the full prediction finds one short of the target
+MAX_RAISES, RAISE = 8, 1.05  # a placement for 5% more, up to eight times, when the same one is found
 
 
 class PlanError(HydrodeployError):
@@ -238,9 +239,15 @@ def make_plan(path: Path, throughput: float, p99_ms: float | None = None, machin
             prediction = predict(calibration, program, topology, quotas, around=around, timeout_ms=timeout)
             if prediction.throughput >= throughput or not parts:
                 break
-            # the full prediction falls short of the placement's: place again for proportionally more
+            # the full prediction falls short of the placement's: place again for proportionally
+            # more, and for more still while the linear model finds the same machines enough
             aim *= throughput / max(prediction.throughput, 1e-9) * 1.02
             again = cheapest(costs.terms, aim, calibration.host_cores, costs.host_cost, calibration.runtime.node)
+            for _ in range(MAX_RAISES):
+                if again.status != "optimal" or again.counts != placement.counts:
+                    break
+                aim *= RAISE
+                again = cheapest(costs.terms, aim, calibration.host_cores, costs.host_cost, calibration.runtime.node)
             if again.status != "optimal" or again.counts == placement.counts:
                 break
             placement = again
