@@ -330,7 +330,9 @@ def _sections(run: Path) -> list[tuple[str, list[Any]]]:
         f"{_fmt(windows.get('warmup_s'), 'g')} s warm-up and a {_fmt(windows.get('measure_s'), 'g')} s measurement window; "
         "throughput is completed requests per second of the window, latencies from HdrHistograms merged over client "
         "processes; per-node CPU is each process's CPU time over the window (its own counters, and psutil), against "
-        "its quota; the maximum throughput of an iteration is its best point within the SLO."
+        "its quota; the maximum throughput of an iteration is the mean throughput of its peak client count within "
+        "the SLO, which the sweep measures again once it has gone past it (one window at the peak is the highest of "
+        "several noisy draws)."
     )
     rows = [
         [
