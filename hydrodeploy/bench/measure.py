@@ -268,6 +268,12 @@ class Peak:
     point: Point
     measurements: tuple[float, ...]  # the throughput of every point at that count, in order
 
+    def describe(self) -> str:
+        where = f"{self.throughput:,.0f} requests/s at {self.clients} clients"
+        if len(self.measurements) > 1:
+            where += " (mean of " + ", ".join(f"{x:,.0f}" for x in self.measurements) + ")"
+        return where
+
 
 def peak(points: Sequence[Point], slo_p99_ms: float | None = None) -> Peak | None:
     """The sweep's peak (:class:`Peak`); a count is within the SLO when all its points are."""

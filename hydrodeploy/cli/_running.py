@@ -182,8 +182,7 @@ def run_workload(args: argparse.Namespace) -> int:
         assert top is not None
         out.print(_table(points, top.point))
         if len(top.measurements) > 1:
-            each = ", ".join(f"{x:,.0f}" for x in top.measurements)
-            out.print(f"maximum: {top.throughput:,.0f} requests/s at {top.clients} clients, the mean of {len(top.measurements)} points ({each})")
+            out.print(f"maximum: {top.describe()}")
         out.print(_bottleneck(top.point))
     if result.stopped:
         out.print(f"sweep stopped: {result.stopped}")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hydrodeploy.bench.experiment import Bench, Observer
-from hydrodeploy.bench.measure import Peak, Plateau, Point, measured_peak
+from hydrodeploy.bench.measure import Plateau, Point, measured_peak
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec, WorkloadSpec
 from hydrodeploy.deploy.cluster import AnyClusterSpec, ClusterSpec, RunClusters
 from hydrodeploy.errors import HydrodeployError
@@ -383,7 +383,7 @@ class Analysis:
             error = it.prediction.throughput / top.throughput - 1 if top.throughput > 0 else math.inf
             it.measured["prediction_error"] = error
         self._save(it)
-        self.observer.note(f"iteration {it.index}: {_peak_text(top)}; {it.reason}")
+        self.observer.note(f"iteration {it.index}: {top.describe()}; {it.reason}")
 
     def _fail(self, it: Iteration) -> None:
         parent = it.parent if it.parent is not None else 0
@@ -712,13 +712,6 @@ def _largest_partition(config: Configuration) -> Configuration | None:
         return None
     top = max(config.partitions, key=lambda p: p.count)
     return config.with_partitions(p if p is not top else replace(p, count=p.count - 1) for p in config.partitions)
-
-
-def _peak_text(top: Peak) -> str:
-    where = f"{top.throughput:,.0f} requests/s at {top.clients} clients"
-    if len(top.measurements) > 1:
-        where += " (mean of " + ", ".join(f"{x:,.0f}" for x in top.measurements) + ")"
-    return where
 
 
 def _component_counts(topology: Topology) -> dict[str, int]:
