@@ -1,15 +1,18 @@
 """The local cluster's emulated machines: CPU quotas in per-process cgroups (or a warning and no
-throttling where cgroups cannot be written), network namespaces with netem delay, and nothing
-left behind when the cluster closes."""
+throttling where cgroups cannot be written), packing onto this machine's CPUs, network namespaces
+with netem delay, and nothing left behind when the cluster closes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from network_harness import PROTOCOLS, alive
 
 from hydrodeploy.bench.experiment import Bench
@@ -20,6 +23,7 @@ from hydrodeploy.deploy.local import (
     LocalCluster,
     cgroups_unavailable,
     namespaces_unavailable,
+    pack_cpus,
     quota_for,
 )
 
@@ -30,6 +34,35 @@ def test_quota_keeps_the_kernel_minimum() -> None:
     assert quota_for(0.25, 10_000) == (10_000, 2_500)
     assert quota_for(0.05, 10_000) == (20_000, 1_000)
     assert quota_for(2.0, 10_000) == (10_000, 20_000)
+
+
+def test_packing_fills_the_fewest_cpus_with_contiguous_runs_of_nodes() -> None:
+    assert pack_cpus([0.05] * 14, [0, 1]) == [0] * 14  # 0.7 of a core: one CPU, the other free
+    assert pack_cpus([0.05] * 16, [0, 1]) == [0] * 16  # 0.8: still one
+    assert pack_cpus([0.05] * 17, [0, 1]) is None  # would need both: nothing pinned
+    assert pack_cpus([0.25] * 9, [0, 1, 2, 3]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # 2.25 cores on three of four
+    assert pack_cpus([0.1] * 3, [5]) is None  # a single CPU: nothing to choose
+    assert pack_cpus([], [0, 1]) is None
+
+
+@given(
+    quotas=st.lists(st.sampled_from([0.05, 0.1, 0.25, 0.5]), min_size=1, max_size=60),
+    cpus=st.integers(min_value=1, max_value=8),
+)
+def test_packing_properties(quotas: list[float], cpus: int) -> None:
+    placed = pack_cpus(quotas, list(range(10, 10 + cpus)))
+    needed = -(-sum(quotas) // 0.8)  # CPUs the quotas need at 0.8 of a core each (ceiling)
+    if placed is None:
+        assert needed >= cpus
+        return
+    assert needed < cpus and len(placed) == len(quotas)
+    groups = sorted(set(placed))
+    assert groups == list(range(10, 10 + len(groups)))  # the first CPUs, as few as hold the quotas
+    assert len(groups) <= max(1, needed)
+    assert placed == sorted(placed)  # contiguous runs in deployment order
+    share = sum(quotas) / len(groups)
+    for cpu in groups:  # equal shares, give or take the node that straddles a boundary
+        assert sum(q for q, c in zip(quotas, placed, strict=True) if c == cpu) <= share + max(quotas) + 1e-9
 
 
 def start_sleeper(cluster: LocalCluster, tmp: Path, name: str = "n/0") -> tuple[object, object]:
@@ -56,6 +89,32 @@ def test_process_gets_its_own_cpu_cgroup_and_it_is_removed(tmp_path: Path) -> No
     assert not alive(handle.pid)  # type: ignore[attr-defined]
     assert not group.path.exists()
     assert not group.path.parent.exists()
+
+
+def _allowed_cpus(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError("no Cpus_allowed_list")
+
+
+@pytest.mark.skipif(cgroups_unavailable() is not None, reason=f"no writable cgroups: {cgroups_unavailable()}")
+@pytest.mark.skipif(cgroups_unavailable() is not None, reason=f"no writable cgroups: {cgroups_unavailable()}")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing to pack")
+@pytest.mark.parametrize("pack", [True, False])
+def test_throttled_nodes_and_their_clients_share_the_first_cpu(tmp_path: Path, pack: bool) -> None:
+    first = min(os.sched_getaffinity(0))
+    cluster = LocalCluster(cpus=0.1, pack=pack)
+    try:
+        nodes, clients = cluster.hosts(["a/0", "a/1", "b/0"], 1)
+        hosts = [*nodes.values(), clients[0]]
+        handles = [h.start(ProcessSpec(f"p{i}", SLEEPER, b"", tmp_path / f"{i}.log", tmp_path)) for i, h in enumerate(hosts)]
+        for handle in handles:
+            allowed = os.sched_getaffinity(handle.pid)  # type: ignore[attr-defined]
+            assert allowed == {first} if pack else allowed == os.sched_getaffinity(0)
+        assert cluster.placement == (dict.fromkeys(["a/0", "a/1", "b/0"], first) if pack else {})
+    finally:
+        cluster.close()
 
 
 def test_without_writable_cgroups_the_cluster_says_so_and_runs_unthrottled(

@@ -5,6 +5,7 @@
     machine:
       cpus: 0.25               # each node's CPU quota in cores; null: unthrottled
       cfs_period_us: 10000     # CFS period of the quota (short: low jitter)
+      pack: true               # pin throttled nodes to as few of this host's CPUs as hold their quotas
       price_per_hour: null     # for capacity plans
     network:
       namespaces: false        # one network namespace per machine, on a bridge
@@ -34,6 +35,7 @@ class MachineSpec(BaseModel):
 
     cpus: float | None = Field(default=None, gt=0, le=256)
     cfs_period_us: int = Field(default=10_000, ge=1_000, le=1_000_000)
+    pack: bool = True  # local clusters: see hydrodeploy.deploy.local.pack_cpus
     price_per_hour: float | None = Field(default=None, ge=0)
 
 
@@ -158,4 +160,5 @@ def open_cluster(spec: AnyClusterSpec, run_dir: Path | None = None) -> Cluster:
         cfs_period_us=spec.machine.cfs_period_us,
         namespaces=spec.network.namespaces,
         delay_ms=spec.network.delay_ms,
+        pack=spec.machine.pack,
     )

@@ -7,6 +7,16 @@ namespace, attached to a per-run bridge, with ``tc netem`` delaying everything i
 cgroups (or namespaces) cannot be set up, :attr:`LocalCluster.warnings` says so and the run goes on
 unthrottled (or on loopback).
 
+Throttled machines are *packed* onto this host's CPUs when their quotas leave a CPU free
+(:func:`pack_cpus`): each node process is pinned to one CPU, the nodes filling as few CPUs as hold
+their quotas at :data:`PACK_SHARE` of a core each, in deployment order (components that talk to
+each other share a CPU), and the client processes join the first of them. On this virtual machine
+a message between processes on different CPUs costs each side about twice the CPU of one between
+processes on the same CPU (``python -m bench.event_loop --pinning``: the wake-up of the other
+CPU), a cost no network between real machines charges to the machines' CPUs; packing keeps it out
+of the emulated machines' quotas. Unthrottled nodes, and quotas that need every CPU, are not
+pinned.
+
 No process outlives a run: every child is started in its own session with
 ``PR_SET_PDEATHSIG = SIGKILL`` (it is killed when the orchestrator dies, however it dies), and
 :meth:`LocalCluster.close` kills every process group still alive and removes the cgroups and
@@ -47,16 +57,29 @@ MIN_QUOTA_US = 1000  # the kernel's smallest CFS quota
 NETNS_DIR = Path("/var/run/netns")
 SUBNET = "10.213"  # 10.213.<k>.0/24 per run, k in 1..254
 
+PACK_SHARE = 0.8  # of a core: the node quotas packed onto one CPU (the rest: clients, orchestrator)
+
 _PR_SET_PDEATHSIG = 1
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _prctl = _libc.prctl
 _setns = _libc.setns
+_sched_setaffinity = _libc.sched_setaffinity
+_MASK_WORDS = 16  # a cpu_set_t of 1,024 CPUs
 
 
-def _child_setup(parent: int, netns: str | None) -> Callable[[], None]:
-    """What runs in the child between fork and exec: die with the orchestrator, and enter the
-    machine's network namespace. Only pre-resolved C calls: the parent may have threads."""
+def _cpu_mask(cpu: int) -> ctypes.Array[ctypes.c_ulong]:
+    mask = (ctypes.c_ulong * _MASK_WORDS)()
+    bits = ctypes.sizeof(ctypes.c_ulong) * 8
+    mask[cpu // bits] = 1 << (cpu % bits)
+    return mask
+
+
+def _child_setup(parent: int, netns: str | None, cpu: int | None = None) -> Callable[[], None]:
+    """What runs in the child between fork and exec: die with the orchestrator, enter the
+    machine's network namespace, stay on its CPU. Only pre-resolved C calls: the parent may have
+    threads. (Pinning here, before exec, covers every thread the node starts.)"""
+    mask = None if cpu is None else _cpu_mask(cpu)
 
     def setup() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -67,8 +90,29 @@ def _child_setup(parent: int, netns: str | None) -> Callable[[], None]:
             if _setns(fd, _CLONE_NEWNET) != 0:
                 os._exit(1)
             os.close(fd)
+        if mask is not None and _sched_setaffinity(0, ctypes.sizeof(mask), mask) != 0:
+            os._exit(1)
 
     return setup
+
+
+def pack_cpus(quotas: Sequence[float], cpus: Sequence[int], share: float = PACK_SHARE) -> list[int] | None:
+    """The CPU of each node (quotas in deployment order), or None when the quotas need all of
+    ``cpus``: then nothing is pinned and the scheduler spreads the processes as it sees fit.
+    Otherwise the nodes fill the fewest CPUs that hold their quotas at ``share`` of a core each, each
+    CPU taking a contiguous run of nodes with an equal share of the total quota."""
+    total = sum(quotas)
+    groups = max(1, math.ceil(total / share - 1e-9))
+    if not quotas or groups >= len(cpus):
+        return None
+    per_group = total / groups
+    placed: list[int] = []
+    before = 0.0
+    for quota in quotas:
+        group = min(groups - 1, int((before + quota / 2) / per_group))  # where the node's midpoint falls
+        placed.append(cpus[group])
+        before += quota
+    return placed
 
 
 def _alive(pid: int) -> bool:
@@ -334,12 +378,15 @@ class LocalHost(Host):
     """One emulated machine: a CPU cgroup (when ``cpus`` is set and cgroups work) and a network
     namespace (when the cluster uses them)."""
 
-    def __init__(self, cluster: LocalCluster, name: str, cpus: float | None, netns: str | None, address: str) -> None:
+    def __init__(
+        self, cluster: LocalCluster, name: str, cpus: float | None, netns: str | None, address: str, cpu: int | None = None
+    ) -> None:
         self.cluster = cluster
         self.name = name
         self.cpus = cpus
         self.netns = netns
         self.address = address
+        self.cpu = cpu  # the host CPU its processes are pinned to (None: any)
 
     def start(self, spec: ProcessSpec) -> ProcessHandle:
         group = self.cluster._cgroup(self.name, self.cpus)
@@ -352,7 +399,7 @@ class LocalHost(Host):
                 stderr=subprocess.STDOUT,
                 cwd=spec.cwd,
                 start_new_session=True,
-                preexec_fn=_child_setup(os.getpid(), self.netns),
+                preexec_fn=_child_setup(os.getpid(), self.netns, self.cpu),
             )
         assert popen.stdin is not None
         try:
@@ -378,7 +425,7 @@ class LocalHost(Host):
 
 class LocalCluster(Cluster):
     """Processes on this machine. ``cpus`` is each node's quota (None: unthrottled); client
-    processes are never throttled."""
+    processes are never throttled. ``pack``: pin throttled nodes to CPUs (:func:`pack_cpus`)."""
 
     def __init__(
         self,
@@ -387,10 +434,13 @@ class LocalCluster(Cluster):
         cfs_period_us: int = 10_000,
         namespaces: bool = False,
         delay_ms: float = 0.0,
+        pack: bool = True,
     ) -> None:
         self.name = name
         self.cpus = cpus
         self.cfs_period_us = cfs_period_us
+        self.pack = pack
+        self.placement: dict[str, int] = {}  # node address -> the CPU it is pinned to (empty: none pinned)
         self.warnings: list[str] = []
         self._processes: list[LocalProcess] = []
         self._groups: list[CpuGroup] = []
@@ -434,16 +484,21 @@ class LocalCluster(Cluster):
         self._groups.append(group)
         return group
 
-    def _host(self, name: str, cpus: float | None) -> LocalHost:
+    def _host(self, name: str, cpus: float | None, cpu: int | None = None) -> LocalHost:
         if self._network is not None:
             netns, address = self._network.add()
-            return LocalHost(self, name, cpus, netns, address)
-        return LocalHost(self, name, cpus, None, "127.0.0.1")
+            return LocalHost(self, name, cpus, netns, address, cpu)
+        return LocalHost(self, name, cpus, None, "127.0.0.1", cpu)
 
     def hosts(self, nodes: Sequence[str], client_processes: int) -> tuple[dict[str, Host], list[Host]]:
         cpus = self.cpus if self._cgroups_ok else None
-        node_hosts: dict[str, Host] = {a: self._host(a, cpus) for a in nodes}
-        client_hosts: list[Host] = [self._host(f"clients-{i}", None) for i in range(client_processes)]
+        packed = pack_cpus([cpus] * len(nodes), sorted(os.sched_getaffinity(0))) if cpus is not None and self.pack else None
+        self.placement = dict(zip(nodes, packed, strict=True)) if packed else {}
+        # the clients talk to the first components (their requests) and the last (the replies):
+        # they go with the first CPU, which has room left for them (PACK_SHARE)
+        client_cpu = packed[0] if packed else None
+        node_hosts: dict[str, Host] = {a: self._host(a, cpus, self.placement.get(a)) for a in nodes}
+        client_hosts: list[Host] = [self._host(f"clients-{i}", None, client_cpu) for i in range(client_processes)]
         return node_hosts, client_hosts
 
     def orchestrator_address(self) -> str:
