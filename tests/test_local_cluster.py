@@ -5,9 +5,11 @@ with netem delay, and nothing left behind when the cluster closes."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from network_harness import PROTOCOLS, alive
 
-from hydrodeploy.bench.experiment import Bench
+from hydrodeploy.bench.experiment import Bench, cpu_times, host_busy
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import ProcessSpec
 from hydrodeploy.deploy import local as local_mod
@@ -51,7 +53,7 @@ def test_packing_fills_the_fewest_cpus_with_contiguous_runs_of_nodes() -> None:
 )
 def test_packing_properties(quotas: list[float], cpus: int) -> None:
     placed = pack_cpus(quotas, list(range(10, 10 + cpus)))
-    needed = -(-sum(quotas) // 0.8)  # CPUs the quotas need at 0.8 of a core each (ceiling)
+    needed = math.ceil(round(sum(quotas) / 0.8, 9))  # CPUs the quotas need at 0.8 of a core each
     if placed is None:
         assert needed >= cpus
         return
@@ -115,6 +117,26 @@ def test_throttled_nodes_and_their_clients_share_the_first_cpu(tmp_path: Path, p
         assert cluster.placement == (dict.fromkeys(["a/0", "a/1", "b/0"], first) if pack else {})
     finally:
         cluster.close()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU")
+def test_a_point_counts_the_cpus_its_processes_are_pinned_to() -> None:
+    """A deployment packed onto one CPU saturates it while the machine as a whole is half idle:
+    the busy fraction that flags host-saturated points is taken over the pinned CPUs."""
+    first = min(os.sched_getaffinity(0))
+    spin = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass"],
+        preexec_fn=lambda: os.sched_setaffinity(0, {first}),
+    )
+    try:
+        time.sleep(0.3)
+        pinned_before, all_before = cpu_times([first]), cpu_times()
+        time.sleep(0.8)
+        pinned_after, all_after = cpu_times([first]), cpu_times()
+    finally:
+        spin.wait()
+    assert host_busy(pinned_before, pinned_after) > 0.9
+    assert host_busy(all_before, all_after) < host_busy(pinned_before, pinned_after)
 
 
 def test_without_writable_cgroups_the_cluster_says_so_and_runs_unthrottled(

@@ -43,9 +43,18 @@ RESULT_SLACK_S = 30.0  # how long after its windows a client process may take to
 MAX_CONFIRMING = 4  # extra points a sweep may spend confirming its peak
 
 
+def cpu_times(cpus: Sequence[int] | None = None) -> Any:
+    """``psutil.cpu_times()`` of this machine, or summed over ``cpus`` only."""
+    if cpus is None:
+        return psutil.cpu_times()
+    per_cpu = psutil.cpu_times(percpu=True)
+    rows = [per_cpu[c] for c in cpus if c < len(per_cpu)]
+    return type(per_cpu[0])._make(sum(column) for column in zip(*rows, strict=True))
+
+
 def host_busy(before: Any, after: Any) -> float:
-    """The busy fraction of this machine's CPUs between two ``psutil.cpu_times()`` (the
-    orchestrator's machine: where the local cluster's processes run)."""
+    """The busy fraction of the CPUs counted by two :func:`cpu_times` (of the orchestrator's
+    machine: where the local cluster's processes run)."""
     idle = (after.idle - before.idle) + (getattr(after, "iowait", 0.0) - getattr(before, "iowait", 0.0))
     counted = [f for f in after._fields if f not in ("guest", "guest_nice")]  # guest is inside user
     total = sum(getattr(after, f) - getattr(before, f) for f in counted)
@@ -200,9 +209,12 @@ class Bench:
             await dep.guard(asyncio.sleep(max(0.0, mono_start + windows.warmup_s - loop.time())))
             for hook in self.window_hooks:
                 hook("start")
-            before, throttle_before, host_before = await dep.metrics(), dep.limit_stats(), psutil.cpu_times()
+            pinned = self.cluster.pinned_cpus()
+            before, throttle_before = await dep.metrics(), dep.limit_stats()
+            host_before, pinned_before = cpu_times(), cpu_times(pinned)
             await dep.guard(asyncio.sleep(max(0.0, mono_start + windows.warmup_s + windows.measure_s - loop.time())))
-            after, throttle_after, host_after = await dep.metrics(), dep.limit_stats(), psutil.cpu_times()
+            after, throttle_after = await dep.metrics(), dep.limit_stats()
+            host_after, pinned_after = cpu_times(), cpu_times(pinned)
             for hook in self.window_hooks:
                 hook("end")
             raw = await dep.guard(results)
@@ -214,7 +226,9 @@ class Bench:
         quotas = {n: dep.peers[n].host.cpus for n in dep.nodes()}
         usage = node_usage(before, after, quotas, throttle_before, throttle_after)
         self.last_window = Window(before, after, throttle_before, throttle_after, host_busy(host_before, host_after))
-        return summarize(index, clients, repeat, raw, usage, host_busy(host_before, host_after)), raw
+        # a point is host-saturated when the CPUs its processes run on are (all of them, or the
+        # ones the local cluster pinned them to); the cost model counts the whole machine
+        return summarize(index, clients, repeat, raw, usage, host_busy(pinned_before, pinned_after)), raw
 
     async def _loads(self, loads: Sequence[tuple[str, dict[str, Any]]], seconds: float) -> list[dict[str, Any]]:
         """Send every client process its load; their results (each at most ``seconds`` + slack

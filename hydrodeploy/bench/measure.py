@@ -74,7 +74,7 @@ class Point:
     little_ratio: float  # N / (X * R); 1 when the closed loop is tight
     unstable: bool
     client_bound: bool
-    host_cpu: float = math.nan  # busy fraction of the machine that ran the processes (all cores)
+    host_cpu: float = math.nan  # busy fraction of the CPUs that ran the processes (all, or those they were pinned to)
     nodes: list[NodeUsage] = field(default_factory=list)
     histogram: bytes = b""
 

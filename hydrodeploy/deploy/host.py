@@ -136,3 +136,7 @@ class Cluster(ABC):
     @abstractmethod
     def close(self) -> None:
         """Kill whatever still runs and release every resource (cgroups, namespaces, ...)."""
+
+    def pinned_cpus(self) -> list[int] | None:
+        """The CPUs of this machine the deployment's processes are pinned to (None: not pinned)."""
+        return None

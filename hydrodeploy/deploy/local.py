@@ -504,6 +504,9 @@ class LocalCluster(Cluster):
     def orchestrator_address(self) -> str:
         return self._network.gateway if self._network is not None else "127.0.0.1"
 
+    def pinned_cpus(self) -> list[int] | None:
+        return sorted(set(self.placement.values())) or None
+
     def close(self) -> None:
         for proc in self._processes:
             proc.send_signal(signal.SIGKILL)
