@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from hydrodeploy.bench.experiment import MAX_CONFIRMING, Observer, SweepResult, sweep
-from hydrodeploy.bench.measure import Plateau, Point
+from hydrodeploy.bench.measure import Plateau, Point, peak
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 
 
@@ -31,7 +31,7 @@ class _ScriptedCurve:
         p99 = self.p99_ms.get(clients, 10.0)
         point = Point(
             index=index, clients=clients, repeat=repeat, throughput=throughput, p50_ms=1.0, p90_ms=1.0, p99_ms=p99,
-            p999_ms=p99, mean_ms=1.0, completed=1, sent=1, retries=0, duplicates=0, unmatched=0, series=[throughput],
+            p999_ms=p99, mean_ms=1.0, completed=int(throughput > 0), sent=1, retries=0, duplicates=0, unmatched=0, series=[throughput],
             bin_s=1.0, cv=0.0, client_cpu=0.0, little_ratio=1.0, unstable=False, client_bound=False,
         )  # fmt: skip
         return point, None
@@ -107,9 +107,29 @@ def test_a_peak_at_the_last_count_is_confirmed_at_the_end() -> None:
 
 
 def test_confirmation_spends_a_bounded_number_of_points() -> None:
-    # a rising curve whose every second measurement is 0: each confirmation hands the peak down
+    # a rising curve whose every second measurement is 1: each confirmation hands the peak down
     counts = [1, 2, 3, 4, 5, 6, 7]
-    curve: dict[int, float | list[float]] = {n: [100.0 * n, 0.0, 0.0] for n in counts}
+    curve: dict[int, float | list[float]] = {n: [100.0 * n, 1.0, 1.0] for n in counts}
     bench = _ScriptedCurve(curve)
     _sweep(bench, counts, refine=0, confirm=2)
     assert len(bench.measured) == len(counts) + MAX_CONFIRMING
+
+
+def test_a_deployment_that_stops_answering_ends_the_sweep_and_is_not_averaged_in() -> None:
+    # past its peak the deployment wedges (a node so far behind it never catches up): the
+    # confirmation of 8 completes nothing, and measuring more counts would only find it wedged
+    curve: dict[int, float | list[float]] = {1: 100.0, 2: 200.0, 4: 400.0, 8: [800.0, 0.0], 16: 300.0, 32: 0.0}
+    bench = _ScriptedCurve(curve)
+    result = _sweep(bench, [1, 2, 4, 8, 16, 32], refine=0, confirm=2)
+    assert bench.measured == [1, 2, 4, 8, 16, 8]
+    assert result.stopped.startswith("the deployment stopped answering")
+    top = peak(result.points)
+    assert top is not None and top.clients == 8 and top.throughput == 800.0 and top.measurements == (800.0,)
+
+
+def test_a_configuration_that_never_answers_still_has_its_points() -> None:
+    bench = _ScriptedCurve({1: 0.0, 2: 0.0, 4: 0.0})
+    result = _sweep(bench, [1, 2, 4], refine=0)
+    assert not result.stopped.startswith("the deployment stopped")
+    top = peak(result.points)
+    assert top is not None and top.throughput == 0.0

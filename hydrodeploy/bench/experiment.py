@@ -28,6 +28,7 @@ from hydrodeploy.bench.measure import (
     node_usage,
     peak,
     refinement,
+    stalled,
     summarize,
     unconfirmed,
 )
@@ -263,16 +264,28 @@ async def sweep_counts(
     state). Once bracketed, and again at the end, the peak's client count is measured until it has
     ``confirm`` points (:func:`~hydrodeploy.bench.measure.unconfirmed`); when that lowers its mean
     below another count's, that count is confirmed in turn (at most :data:`MAX_CONFIRMING` extra
-    points in all). Why the sweep stopped; None when ``measure`` ended it."""
+    points in all). The sweep also stops when the deployment stops answering
+    (:func:`~hydrodeploy.bench.measure.stalled`). Why the sweep stopped; None when ``measure``
+    ended it."""
     rounds = refine
     confirming = MAX_CONFIRMING
+    stopped: str | None = None
+
+    async def measured(clients: int) -> list[Point] | None:
+        nonlocal stopped
+        earlier = list(points)
+        group = await measure(clients)
+        if group is not None and stalled(group, earlier):
+            stopped = f"the deployment stopped answering (no request completed at {clients} clients after earlier points)"
+            return None
+        return group
 
     async def narrow() -> bool:
         nonlocal rounds
         extra = refinement(points, slo_p99_ms) if rounds else []
         rounds -= bool(extra)
         for clients in extra:
-            if await measure(clients) is None:
+            if await measured(clients) is None:
                 return False
         return True
 
@@ -280,25 +293,25 @@ async def sweep_counts(
         nonlocal confirming
         while confirming > 0 and (clients := unconfirmed(points, slo_p99_ms, confirm)) is not None:
             confirming -= 1
-            if await measure(clients) is None:
+            if await measured(clients) is None:
                 return False
         return True
 
     for clients in counts:
-        group = await measure(clients)
+        group = await measured(clients)
         if group is None:
-            return None
+            return stopped
         reason = plateau.update(sum(p.throughput for p in group) / len(group), max(p.p99_ms for p in group))
         if not await narrow():
-            return None
+            return stopped
         if bracketed(points, slo_p99_ms) and not await confirmed():
-            return None
+            return stopped
         if reason is not None:
-            return reason if await confirmed() else None
+            return reason if await confirmed() else stopped
     while rounds and refinement(points, slo_p99_ms):
         if not await narrow():
-            return None
-    return "every client count measured" if await confirmed() else None
+            return stopped
+    return "every client count measured" if await confirmed() else stopped
 
 
 async def sweep(

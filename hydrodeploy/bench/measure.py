@@ -275,8 +275,18 @@ class Peak:
         return where
 
 
+def stalled(group: Sequence[Point], earlier: Sequence[Point]) -> bool:
+    """Whether the deployment stopped answering: none of ``group``'s points completed a request
+    while an earlier point did. Such a point measures a wedged deployment (a node fell so far
+    behind that it no longer catches up), not its configuration at that client count."""
+    return bool(group) and all(p.completed == 0 for p in group) and any(p.completed for p in earlier)
+
+
 def peak(points: Sequence[Point], slo_p99_ms: float | None = None) -> Peak | None:
-    """The sweep's peak (:class:`Peak`); a count is within the SLO when all its points are."""
+    """The sweep's peak (:class:`Peak`); a count is within the SLO when all its points are.
+    Points that completed no request do not count when others did (:func:`stalled`)."""
+    if any(p.completed for p in points):
+        points = [p for p in points if p.completed]
     by_count: dict[int, list[Point]] = {}
     for point in points:
         by_count.setdefault(point.clients, []).append(point)
