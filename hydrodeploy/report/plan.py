@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hydrodeploy.bench.workload import WorkloadSpec
+from hydrodeploy.deploy.local import pack_cpus
 from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.language import ir, load_program, print_program
 from hydrodeploy.optimize.choose import cheapest
@@ -168,6 +169,16 @@ def _load_run(path: Path) -> _Run:
     if not any(i.get("kept") and i.get("status") == "measured" for i in its):
         raise PlanError(f"{path}: no measured iteration to plan from (run or resume the analysis first)")
     return _Run(path, workload, dict(spec.get("cluster") or {}), load_program(str(base_file)), its)
+
+
+def _calibrated_packed(run: _Run) -> bool:
+    """Whether the deployment the plan's costs were measured on was packed onto CPUs."""
+    machine = run.cluster.get("machine") or {}
+    quota = machine.get("cpus")
+    if run.cluster.get("kind", "local") != "local" or quota is None or not machine.get("pack", True):
+        return False
+    final = [i for i in run.iterations if i.get("kept") and i.get("status") == "measured"][-1]
+    return pack_cpus([float(quota)] * int(final.get("machines", 0)), sorted(os.sched_getaffinity(0))) is not None
 
 
 def _calibration(run: _Run) -> tuple[Calibration, dict[str, Any], WindowProfile]:
@@ -312,6 +323,10 @@ def write_plan(plan: Plan, run: Path, out: Path | None = None) -> Path:
         cluster["name"] = f"{cluster.get('name', 'local')}-plan"
         cluster.setdefault("machine", {})
         cluster["machine"] = {**cluster["machine"], "cpus": None if math.isinf(plan.machine.cores) else plan.machine.cores}
+        # the planned configuration runs packed onto CPUs as the measurement it rests on did:
+        # messages between processes on one CPU cost half the CPU (deploy/local.py), which the
+        # calibrated costs do not carry over
+        cluster["machine"]["pack"] = _calibrated_packed(data)
     (folder / "cluster.yaml").write_text(yaml.safe_dump(cluster, sort_keys=False))
     workload = data.workload.model_dump()
     workload["name"] = f"{data.workload.name}-plan"

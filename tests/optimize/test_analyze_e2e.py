@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from hydrodeploy.cli.main import main
+from hydrodeploy.deploy.local import pack_cpus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,6 +126,11 @@ def test_plan_writes_a_runnable_configuration(analyzed: Path, tmp_path: Path, ca
     assert plan["machines"] == sum(c["machines"] for c in plan["components"])
     workload = yaml.safe_load((out / "workload.yaml").read_text())
     assert workload["protocol"] == "program.ded" and (out / "program.ded").exists()
+    # the planned configuration is packed onto CPUs as the measurement its costs come from was
+    machine = yaml.safe_load((out / "cluster.yaml").read_text())["machine"]
+    final = [it for it in summary["iterations"] if it["kept"]][-1]
+    measured_packed = pack_cpus([machine["cpus"]] * final["machines"], sorted(os.sched_getaffinity(0))) is not None
+    assert machine["pack"] is measured_packed
     assert main(["run", str(out / "workload.yaml"), "--quick", "--reports", str(tmp_path / "reports")]) == 0
 
 
