@@ -186,6 +186,10 @@ def run_workload(args: argparse.Namespace) -> int:
         out.print(_bottleneck(top.point))
     if result.stopped:
         out.print(f"sweep stopped: {result.stopped}")
+    pinned = bench.cluster.pinned_cpus() if bench is not None else None
+    if pinned:
+        cpus = ", ".join(str(c) for c in pinned)
+        out.print(f"placement: nodes pinned to CPU {cpus}, client processes to CPU {pinned[0]} (machine.pack)")
     out.print(f"run directory: {run_dir.path}")
     if failure is not None:
         print(f"error: {failure}", file=sys.stderr)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from hydrodeploy.cli.main import main
-from hydrodeploy.deploy.local import pack_cpus
+from hydrodeploy.deploy.local import cgroups_unavailable, pack_cpus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,7 +131,12 @@ def test_plan_writes_a_runnable_configuration(analyzed: Path, tmp_path: Path, ca
     final = [it for it in summary["iterations"] if it["kept"]][-1]
     measured_packed = pack_cpus([machine["cpus"]] * final["machines"], sorted(os.sched_getaffinity(0))) is not None
     assert machine["pack"] is measured_packed
+    capsys.readouterr()
     assert main(["run", str(out / "workload.yaml"), "--quick", "--reports", str(tmp_path / "reports")]) == 0
+    plan_machines = json.loads((out / "plan.json").read_text())["machines"]
+    packed = measured_packed and cgroups_unavailable() is None
+    packed = packed and pack_cpus([machine["cpus"]] * plan_machines, sorted(os.sched_getaffinity(0))) is not None
+    assert ("placement: nodes pinned to CPU" in capsys.readouterr().out) is packed
 
 
 def test_plan_prices_a_machine_profile(analyzed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
