@@ -119,13 +119,13 @@ def main() -> None:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
             parser.error("--pinning needs two CPUs")
-        runs = [("one CPU", (cpus[0], cpus[0])), ("two CPUs", (cpus[0], cpus[1]))]
+        runs = [("one CPU", "uvloop", (cpus[0], cpus[0])), ("two CPUs", "uvloop", (cpus[0], cpus[1]))]
     else:
-        runs = [(loop, None) for loop in ("uvloop", "asyncio")]
+        runs = [(loop, loop, None) for loop in ("uvloop", "asyncio")]
     print(f"{'processes on':<14}{'caller CPU µs':>16}{'answerer CPU µs':>18}{'round trip µs':>16}")
     for _ in range(args.repeats):
-        for name, pins in runs:
-            caller, answerer, rtt = measure("asyncio" if name == "asyncio" else "uvloop", args.round_trips, pins)
+        for name, loop, pins in runs:
+            caller, answerer, rtt = measure(loop, args.round_trips, pins)
             print(f"{name:<14}{caller:>16.1f}{answerer:>18.1f}{rtt:>16.1f}", flush=True)
 
 

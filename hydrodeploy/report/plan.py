@@ -154,6 +154,11 @@ class _Run:
     base: ir.Program
     iterations: list[dict[str, Any]]
 
+    @property
+    def kept(self) -> list[dict[str, Any]]:
+        """The kept, measured iterations, in order (the last: what the plan is calibrated on)."""
+        return [i for i in self.iterations if i.get("kept") and i.get("status") == "measured"]
+
 
 def _load_run(path: Path) -> _Run:
     spec_file = path / "spec.yaml"
@@ -166,9 +171,10 @@ def _load_run(path: Path) -> _Run:
     except (KeyError, ValidationError) as exc:
         raise PlanError(f"{spec_file}: cannot read the workload: {exc}") from None
     its = [json.loads(p.read_text()) for p in sorted((path / "iterations").glob("*/iteration.json"))]
-    if not any(i.get("kept") and i.get("status") == "measured" for i in its):
+    run = _Run(path, workload, dict(spec.get("cluster") or {}), load_program(str(base_file)), its)
+    if not run.kept:
         raise PlanError(f"{path}: no measured iteration to plan from (run or resume the analysis first)")
-    return _Run(path, workload, dict(spec.get("cluster") or {}), load_program(str(base_file)), its)
+    return run
 
 
 def _calibrated_packed(run: _Run) -> bool:
@@ -177,12 +183,12 @@ def _calibrated_packed(run: _Run) -> bool:
     quota = machine.get("cpus")
     if run.cluster.get("kind", "local") != "local" or quota is None or not machine.get("pack", True):
         return False
-    final = [i for i in run.iterations if i.get("kept") and i.get("status") == "measured"][-1]
+    final = run.kept[-1]
     return pack_cpus([float(quota)] * int(final.get("machines", 0)), sorted(os.sched_getaffinity(0))) is not None
 
 
 def _calibration(run: _Run) -> tuple[Calibration, dict[str, Any], WindowProfile]:
-    final = [i for i in run.iterations if i.get("kept") and i.get("status") == "measured"][-1]
+    final = run.kept[-1]
     program, topology = derive(run.base, Configuration.from_json(final["config"]))
     folder = run.path / "iterations" / f"{final['index']:02d}" / "profiles"
     profiles = load_profiles(folder)
@@ -224,7 +230,7 @@ def make_plan(path: Path, throughput: float, p99_ms: float | None = None, machin
     seen: set[str] = set()
     options: list[tuple[Plan, float]] = []
     alternatives: list[dict[str, Any]] = []
-    for it in [i for i in run.iterations if i.get("kept") and i.get("status") == "measured"]:
+    for it in run.kept:
         structure = Configuration.from_json(it["config"]).structure()
         if structure.steps_text() in seen:
             continue
