@@ -1,4 +1,5 @@
-"""A node answers the orchestrator while one of its ticks runs long (hydrodeploy/runtime/node.py).
+"""A node answers the orchestrator while one of its ticks runs long (hydrodeploy/runtime/node.py),
+and a node stopped in such a tick still hands over its counters (hydrodeploy/deploy/deployment.py).
 
 On a twentieth of a core one tick can last tens of seconds (a Paxos acceptor answering a phase-1a
 with its whole log); the orchestrator's ``metrics`` requests must be answered meanwhile.
@@ -10,8 +11,11 @@ import asyncio
 import socket
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from hydrodeploy.bench.experiment import Bench
+from hydrodeploy.deploy.local import LocalCluster
 from hydrodeploy.runtime.codec import Fact
 from hydrodeploy.runtime.node import Node, NodeSpec, Step
 from hydrodeploy.runtime.transport import ThreadControlChannel
@@ -107,3 +111,62 @@ def test_metrics_are_answered_while_a_tick_runs_long() -> None:
     assert [list(rule) for rule in reply["data"]["rules"]] == [[0, "r", ":-", 0, 0, 0]]
     assert seen["stopped"]["t"] == "stopped" and seen["stopped"]["data"]["ticks"] >= 1
     assert code == 0
+
+
+SPINNING_PROGRAM = """
+.component slow
+.component calm
+.input client_in(client, id) @ calm
+.output client_out(id)
+.timer go 50ms @ slow
+.function spin(seconds) -> (done) = "spinning:spin_once"
+
+slow {
+  spun(d) :- go(), spin(30, d).
+}
+
+calm {
+  client_out@c(id) :~ client_in(c, id).
+}
+"""
+
+SPINNING_MODULE = '''
+import time
+
+_spun = False
+
+
+def spin_once(seconds):
+    """The first call computes for ``seconds`` (holding the interpreter, as a long tick does)."""
+    global _spun
+    if not _spun:
+        _spun = True
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sum(range(1000))
+    return 1
+'''
+
+
+def test_a_node_stopped_in_a_long_tick_still_reports_its_counters(tmp_path: Path) -> None:
+    (tmp_path / "spinning.ded").write_text(SPINNING_PROGRAM)
+    (tmp_path / "spinning.py").write_text(SPINNING_MODULE)
+
+    async def scenario() -> dict[str, dict[str, Any]]:
+        bench = Bench(tmp_path / "spinning.ded", LocalCluster(name="long-tick"), tmp_path / "logs", client_processes=1)
+        try:
+            await bench.start()
+            await asyncio.sleep(1.0)  # slow/0 is in its 30-second first tick by now
+            metrics = await bench.deployment.metrics()
+            assert metrics["slow/0"]["ticks"] == 0
+            return await bench.deployment.stop(timeout=2.0)
+        finally:
+            bench.close()
+
+    final = asyncio.run(scenario())
+    # slow/0 never finished its tick: its counters are the snapshot taken when it did not stop
+    assert final["slow/0"]["stopped_mid_tick"] is True
+    assert final["slow/0"]["address"] == "slow/0" and final["slow/0"]["ticks"] == 0
+    assert final["slow/0"]["cpu"] > 0.5
+    # calm/0 stopped as asked: its own final report, unmarked
+    assert final["calm/0"]["address"] == "calm/0" and "stopped_mid_tick" not in final["calm/0"]

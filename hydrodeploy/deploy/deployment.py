@@ -297,6 +297,7 @@ class Deployment:
                     peer.channel.send({"t": "stop"})
             if waits:
                 await asyncio.wait(waits, timeout=timeout)
+                await self._snapshot_unstopped(group, timeout)
             deadline = loop.time() + timeout
             for peer in group:
                 assert peer.handle is not None
@@ -305,6 +306,23 @@ class Deployment:
                 if peer.handle.returncode() is None:
                     peer.handle.send_signal(signal.SIGKILL)
         return {n: p.final for n, p in self.peers.items() if p.final is not None}
+
+    async def _snapshot_unstopped(self, group: Sequence[_Peer], timeout: float) -> None:
+        """A process still busy in one long tick when told to stop would be killed with its final
+        counters unsent; its control thread still answers ``metrics``, so keep those instead,
+        marked ``stopped_mid_tick`` (the tick in progress is not in them)."""
+        busy = [
+            p for p in group
+            if p.final is None and p.channel is not None and p.handle is not None and p.handle.returncode() is None
+        ]  # fmt: skip
+        if not busy:
+            return
+        asked = {p.member.name: self._send_expect(p, {"t": "metrics"}, "metrics") for p in busy}
+        await asyncio.wait(asked.values(), timeout=timeout)
+        for peer in busy:
+            fut = asked[peer.member.name]
+            if peer.final is None and fut.done() and not fut.cancelled() and fut.exception() is None:
+                peer.final = {**fut.result().get("data", {}), "stopped_mid_tick": True}
 
     def close(self) -> None:
         """Kill everything still running, close the control port, release the cluster."""

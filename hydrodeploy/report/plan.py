@@ -301,9 +301,23 @@ def make_plan(path: Path, throughput: float, p99_ms: float | None = None, machin
         f"(others scaled by {calibration.costs.evaluate_scale:.2f}x): the simulation charges each rule its CPU "
         "here on the simulated batches, scaled",
         f"iteration {final['index']} reached {calibration.efficiency:.0%} of its modelled capacity",
+        *_track_record(run),
         f"machines: {machine.note}" + ("" if calibration.host_cores is None else f"; cores of this host the deployment may use: {calibration.host_cores:.2f}"),
     ]
     return plan
+
+
+def _track_record(run: _Run) -> list[str]:
+    """How the run's own predictions compared with what its kept iterations then measured."""
+    errors = [
+        (it["index"], it["measured"]["prediction_error"])
+        for it in run.kept
+        if it.get("predicted_throughput") and math.isfinite((it.get("measured") or {}).get("prediction_error", math.nan))
+    ]
+    if not errors:
+        return []
+    listed = ", ".join(f"{e:+.0%} (iteration {i})" for i, e in errors)
+    return [f"this run's predictions against what its kept iterations measured: {listed}"]
 
 
 def _per_component(topology: Any) -> dict[str, int]:

@@ -121,6 +121,12 @@ def test_plan_writes_a_runnable_configuration(analyzed: Path, tmp_path: Path, ca
     assert main(["plan", str(analyzed), "--throughput", f"{target:.0f}", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "total" in printed and "this rests on:" in printed
+    # the plan says how the run's own predictions fared, so an operator can judge the margin
+    predicted = [it for it in summary["iterations"] if it["kept"] and it["predicted_throughput"] and it["max_throughput"]]
+    for it in predicted:
+        error = it["predicted_throughput"] / it["max_throughput"] - 1
+        assert f"{error:+.0%} (iteration {it['index']})" in " ".join(printed.split())
+    assert ("this run's predictions against" in printed) == bool(predicted)
     plan = json.loads((out / "plan.json").read_text())
     assert plan["predicted_throughput"] >= target
     assert plan["machines"] == sum(c["machines"] for c in plan["components"])
