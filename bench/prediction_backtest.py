@@ -28,7 +28,7 @@ under a different background than its calibration had is summarised apart.
 The base program is the protocol file as it was when the run was made: the version (the file
 now, or one in its git history) that prints as the run's ``iterations/00/program.ded``, parsed
 under the calibration's file name so rule identities match. Nodes take at most as many facts per
-tick as the run's code let them (``tick_cap``, before it ``MAX_TICK_FACTS``, at the run's commit). Offline and one
+tick as the run's code let them (``MAX_TICK_FACTS`` at the run's commit). Offline and one
 process: no cluster.
 """
 
@@ -44,7 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,6 @@ from hydrodeploy.optimize.costmodel import (
 )
 from hydrodeploy.optimize.loop import CALIBRATION_PROGRAM, _scaled_clients, load_profiles
 from hydrodeploy.profile.counters import WindowProfile
-from hydrodeploy.runtime import node as runtime_node
 from hydrodeploy.runtime.topology import Topology
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,25 +165,21 @@ def base_program(run: Path, base_file: str) -> ir.Program | None:
     return found
 
 
-def tick_cap(run: Path) -> Callable[[bool], int]:
-    """The most facts a node took into one tick in the run's code (``hydrodeploy/runtime/node.py``
-    at the run's commit), by whether the node has timers: that code's ``tick_cap``, or before it
-    one ``MAX_TICK_FACTS`` for every node; today's rule when the commit is unknown here, no cap
-    when that code had none."""
+def tick_cap(run: Path) -> int | None:
+    """The most facts a node took into one tick in the run's code (``MAX_TICK_FACTS`` of
+    ``hydrodeploy/runtime/node.py`` at the run's commit); None when that code had no cap or the
+    commit is unknown here."""
     commit = str((_spec(run).get("versions") or {}).get("git") or "").removesuffix("+dirty")
     if not commit:
-        return runtime_node.tick_cap
+        return None
     try:
         text = subprocess.run(
             ["git", "-C", str(ROOT), "show", f"{commit}:hydrodeploy/runtime/node.py"], capture_output=True, text=True, check=True
         ).stdout
     except (OSError, subprocess.CalledProcessError):
-        return runtime_node.tick_cap
-    if re.search(r"^def tick_cap\(", text, re.MULTILINE):
-        return runtime_node.tick_cap
+        return None
     found = re.search(r"^MAX_TICK_FACTS = ([0-9_]+)", text, re.MULTILINE)
-    cap = int(found.group(1)) if found else UNCAPPED
-    return lambda has_timers: cap
+    return int(found.group(1)) if found else None
 
 
 def _spec(run: Path) -> dict[str, Any]:
@@ -266,7 +261,8 @@ def backtest_iteration(run: Path, it: Mapping[str, Any], mode: str) -> Row | Non
     quota = machine.get("cpus")
     timeout = spec["workload"]["clients"].get("timeout_ms")
     parent = json.loads((run / "iterations" / f"{int(it['parent']):02d}" / "iteration.json").read_text())
-    perfsim.TICK_CAP = tick_cap(run)  # simulate the nodes as they ran then
+    cap = tick_cap(run)
+    perfsim.MAX_TICK_FACTS = cap if cap is not None else UNCAPPED  # simulate the nodes as they ran then
     started = time.perf_counter()
     calibration = refit(run, base, parent, int(it["index"]), stored) if mode == "refit" else stored
     if mode == "stored" and not stored.costs.rule_scale:

@@ -7,16 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from hydrodeploy.runtime.codec import Fact
-from hydrodeploy.runtime.node import INBOX_LIMIT, MAX_TICK_FACTS, Node, NodeSpec, Step
+from hydrodeploy.runtime.node import MAX_TICK_FACTS, Node, NodeSpec, Step
 
 
 class RecordingEngine:
-    """A node's engine that answers nothing and remembers each tick's inbox; with a timer (one
-    that never fires during the test) or without."""
+    """A node's engine that answers nothing and remembers each tick's inbox."""
 
-    def __init__(self, timer: bool = True) -> None:
+    def __init__(self) -> None:
         self.inboxes: list[list[tuple[str, Fact]]] = []
-        self.timer = timer
 
     @property
     def accepts(self) -> Mapping[str, int]:
@@ -24,7 +22,7 @@ class RecordingEngine:
 
     @property
     def timers(self) -> tuple[tuple[str, float], ...]:
-        return (("heartbeat", 3600.0),) if self.timer else ()
+        return ()
 
     def step(self, inbox: list[tuple[str, Fact]], timers: list[str]) -> Step:
         self.inboxes.append(inbox)
@@ -41,8 +39,9 @@ def spec() -> NodeSpec:
     )  # fmt: skip
 
 
-def take(engine: RecordingEngine, burst: int) -> list[int]:
-    """Hand the node ``burst`` facts at once; the sizes of the ticks that took them."""
+def test_a_burst_larger_than_a_tick_is_taken_in_order_over_several_ticks() -> None:
+    engine = RecordingEngine()
+    burst = 2 * MAX_TICK_FACTS + 17
 
     async def scenario() -> None:
         node = Node(spec(), engine)
@@ -55,16 +54,5 @@ def take(engine: RecordingEngine, burst: int) -> list[int]:
         await ticking
 
     asyncio.run(scenario())
-    assert [row[0] for inbox in engine.inboxes for _, row in inbox] == list(range(burst))  # in order
-    return [len(i) for i in engine.inboxes]
-
-
-def test_a_node_with_timers_takes_a_burst_over_several_ticks() -> None:
-    # its timers' work (a leader's heartbeats) must not wait behind one long tick
-    assert take(RecordingEngine(timer=True), 2 * MAX_TICK_FACTS + 17) == [MAX_TICK_FACTS, MAX_TICK_FACTS, 17]
-
-
-def test_a_node_without_timers_takes_its_backlog_in_one_tick_up_to_the_inbox_limit() -> None:
-    # work a tick does once (going over carried state) is done once for the whole backlog
-    assert take(RecordingEngine(timer=False), 2 * MAX_TICK_FACTS + 17) == [2 * MAX_TICK_FACTS + 17]
-    assert take(RecordingEngine(timer=False), INBOX_LIMIT + 5) == [INBOX_LIMIT, 5]
+    assert [len(i) for i in engine.inboxes] == [MAX_TICK_FACTS, MAX_TICK_FACTS, 17]
+    assert [row[0] for inbox in engine.inboxes for _, row in inbox] == list(range(burst))

@@ -19,7 +19,7 @@ each tick also *takes time*, as it does on the cluster:
   message delay (varying from frame to frame).
 
 A node ticks when it is free and something is pending, over what arrived meanwhile (at most
-:func:`~hydrodeploy.runtime.node.tick_cap` facts, as node processes do),
+:data:`~hydrodeploy.runtime.node.MAX_TICK_FACTS` facts, as node processes do),
 so batch sizes, ticks per second and queueing come out of the model as they do on the cluster.
 Closed-loop clients number their requests like the benchmark clients do and answer a reply
 after a short turnaround; :func:`simulate_point` gives the throughput, latency and every node's
@@ -31,13 +31,13 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from hydrodeploy.language import ir
 from hydrodeploy.optimize.config import rule_identity
-from hydrodeploy.runtime import node as runtime_node
+from hydrodeploy.runtime.node import MAX_TICK_FACTS
 from hydrodeploy.runtime.topology import Topology, is_client
 from hydrodeploy.simulate import Network, Simulation, Workload
 from hydrodeploy.simulate.results import RequestRecord, percentile
@@ -48,9 +48,6 @@ WARMUP_ROUNDS = 3  # a point's warm-up may end once every client completed this 
 MAX_MEASURED = 4000  # a point's measurement may end once this many requests completed
 MIN_MEASURE_S = 0.1  # but not before it spans this long (many CFS periods; waves of replies are not a window)
 CPU_NOISE = 0.3  # spread (log-normal sigma) of a tick's CPU around its cost
-# the most facts a node takes into one tick, by whether it has timers: the node processes' rule
-# (bench/prediction_backtest.py simulates a past run's nodes with that run's rule instead)
-TICK_CAP: Callable[[bool], int] = runtime_node.tick_cap
 START_SPREAD_MS = 20.0  # clients send their first requests within this long
 CPU_CLOCK = time.thread_time_ns
 STARTUP_MS = 5000.0  # simulated time a configuration may take to start serving (leader election)
@@ -169,7 +166,6 @@ class PerfSimulation(Simulation):
         self.budgets = {a: _Budget(quotas.get(a), period_s) for a in self.nodes}
         self.free_at: dict[str, float] = dict.fromkeys(self.nodes, 0.0)  # ms
         self.tick_counts: dict[str, int] = dict.fromkeys(self.nodes, 0)
-        self.caps = {a: TICK_CAP(bool(n.evaluator.plan.timers)) for a, n in self.nodes.items()}
         self._sequence: dict[str, int] = {}
 
     def _schedule_tick(self, node: Any) -> None:  # when the node can tick: once it is free
@@ -205,8 +201,7 @@ class PerfSimulation(Simulation):
 
     def _tick(self, node: Any) -> None:
         node.tick_scheduled = False
-        cap = self.caps[node.address]
-        inbox, node.pending = node.pending[:cap], node.pending[cap:]
+        inbox, node.pending = node.pending[:MAX_TICK_FACTS], node.pending[MAX_TICK_FACTS:]
         timers, node.fired = node.fired, set()
         counters = node.evaluator.counters
         before = {n: (c.calls, c.ns) for n, c in counters.items()}

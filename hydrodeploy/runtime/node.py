@@ -7,10 +7,9 @@ deployment secret travels there, never on the command line). The process
    and says ``hello`` with its endpoint;
 2. on ``start`` (which carries the :class:`~hydrodeploy.runtime.transport.Directory`) starts its
    timers and ticks: whenever facts are pending, a timer fired or the carried state changed, it
-   evaluates one tick over what arrived since the previous one (at most :func:`tick_cap` facts:
-   :data:`MAX_TICK_FACTS` for a node with timers, :data:`INBOX_LIMIT` for one without; the rest
-   wait for the next tick, and above :data:`INBOX_LIMIT` waiting facts the node stops reading
-   until its ticks catch up), appends the tick's
+   evaluates one tick over what arrived since the previous one (at most :data:`MAX_TICK_FACTS`
+   facts; the rest wait for the next tick, and above :data:`INBOX_LIMIT` waiting facts the node
+   stops reading until its ticks catch up), appends the tick's
    ``.log`` facts to its durable log with one write and one fsync, and sends the tick's messages
    as one frame per destination endpoint;
 3. answers ``metrics`` with its counters (per-rule CPU and firings, messages and bytes per
@@ -59,12 +58,12 @@ from hydrodeploy.runtime.transport import (
 
 EXIT_TICK_FAILED = 3
 EXIT_ORCHESTRATOR_GONE = 4
-# At most this many received facts per tick for a node with timers; the rest wait for the next
-# one. An overloaded node on a small CPU quota would otherwise take everything queued into one tick
-# lasting seconds, and its timers' work would wait for it: a Paxos leader's heartbeats would come
-# late enough to start elections. 256 facts cost a few ms of CPU, against ~0.1 ms of per-tick
-# overhead. (Splitting what arrived across ticks is a later delivery, which every program must
-# already tolerate.)
+# At most this many received facts per tick; the rest wait for the next one. An overloaded node
+# on a small CPU quota would otherwise take everything queued into one tick lasting seconds, and
+# answer neither its peers' nor the orchestrator's messages meanwhile (nor send its heartbeats:
+# a Paxos leader's would come late enough to start elections). 256 facts cost a few ms of CPU,
+# against ~0.1 ms of per-tick overhead. (Splitting what arrived
+# across ticks is a later delivery, which every program must already tolerate.)
 MAX_TICK_FACTS = 256
 # Above INBOX_LIMIT waiting facts the node stops reading its DATA connections (TCP then makes the
 # senders wait, the kernel's buffers holding the rest) until a tick leaves at most INBOX_RESUME:
@@ -72,17 +71,6 @@ MAX_TICK_FACTS = 256
 # 10,000 facts a second), and what arrives waits behind this backlog, not behind everything sent.
 INBOX_LIMIT = 8 * MAX_TICK_FACTS
 INBOX_RESUME = 2 * MAX_TICK_FACTS
-
-
-def tick_cap(has_timers: bool) -> int:
-    """The most received facts one tick of a node takes. A node without timers has nothing that
-    must happen on time (the orchestrator's requests are answered by the control thread), so under
-    a backlog it takes all of it, up to where reading stops: work a tick does once whatever its
-    batch (going over carried state) is then done once per backlog, not once per 256 facts. A 2PC
-    vote collector that fell behind at 4,096 clients carried so many votes that its 256-fact ticks
-    slowed to 6 a second and the deployment stopped answering; taking its backlog whole, it kept
-    up (README, "The optimizer loop")."""
-    return MAX_TICK_FACTS if has_timers else INBOX_LIMIT
 
 
 @dataclass(frozen=True)
@@ -321,14 +309,13 @@ class Node:
 
     async def _tick_loop(self) -> None:
         engine = self.engine
-        cap = tick_cap(bool(engine.timers))
         while not self.stopping:
             if not (self.inbox or self.fired or self.changed):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if len(self.inbox) > cap:
-                inbox, self.inbox = self.inbox[:cap], self.inbox[cap:]
+            if len(self.inbox) > MAX_TICK_FACTS:
+                inbox, self.inbox = self.inbox[:MAX_TICK_FACTS], self.inbox[MAX_TICK_FACTS:]
             else:
                 inbox, self.inbox = self.inbox, []
             if len(self.inbox) <= INBOX_RESUME:
