@@ -52,6 +52,12 @@ sweep: {{clients: {clients}, plateau_steps: 99}}
     return path
 
 
+def _interruptible() -> None:
+    # a shell starting the test run in the background ignores SIGINT for it, and children inherit
+    # that; the run under test is interrupted as from a terminal, so it starts with the default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_run(tmp: Path, wl: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "hydrodeploy.cli.main", "run", str(wl), "--reports", str(tmp / "reports")],
@@ -59,6 +65,7 @@ def start_run(tmp: Path, wl: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
 
 
