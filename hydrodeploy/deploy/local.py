@@ -96,11 +96,14 @@ def _child_setup(parent: int, netns: str | None, cpu: int | None = None) -> Call
     return setup
 
 
-def pack_cpus(quotas: Sequence[float], cpus: Sequence[int], share: float = PACK_SHARE) -> list[int] | None:
+def pack_cpus(quotas: Sequence[float], cpus: Sequence[int] | None = None, share: float = PACK_SHARE) -> list[int] | None:
     """The CPU of each node (quotas in deployment order), or None when the quotas need all of
-    ``cpus``: then nothing is pinned and the scheduler spreads the processes as it sees fit.
+    ``cpus`` (default: the CPUs this process may run on, where the local cluster's processes run):
+    then nothing is pinned and the scheduler spreads the processes as it sees fit.
     Otherwise the nodes fill the fewest CPUs that hold their quotas at ``share`` of a core each, each
     CPU taking a contiguous run of nodes with an equal share of the total quota."""
+    if cpus is None:
+        cpus = sorted(os.sched_getaffinity(0))
     total = sum(quotas)
     groups = max(1, math.ceil(total / share - 1e-9))
     if not quotas or groups >= len(cpus):
@@ -492,7 +495,7 @@ class LocalCluster(Cluster):
 
     def hosts(self, nodes: Sequence[str], client_processes: int) -> tuple[dict[str, Host], list[Host]]:
         cpus = self.cpus if self._cgroups_ok else None
-        packed = pack_cpus([cpus] * len(nodes), sorted(os.sched_getaffinity(0))) if cpus is not None and self.pack else None
+        packed = pack_cpus([cpus] * len(nodes)) if cpus is not None and self.pack else None
         self.placement = dict(zip(nodes, packed, strict=True)) if packed else {}
         # the clients talk to the first components (their requests) and the last (the replies):
         # they go with the first CPU, which has room left for them (PACK_SHARE)

@@ -184,7 +184,7 @@ def _calibrated_packed(run: _Run) -> bool:
     if run.cluster.get("kind", "local") != "local" or quota is None or not machine.get("pack", True):
         return False
     final = run.kept[-1]
-    return pack_cpus([float(quota)] * int(final.get("machines", 0)), sorted(os.sched_getaffinity(0))) is not None
+    return pack_cpus([float(quota)] * int(final.get("machines", 0))) is not None
 
 
 def _calibration(run: _Run) -> tuple[Calibration, dict[str, Any], WindowProfile]:
@@ -312,7 +312,7 @@ def _track_record(run: _Run) -> list[str]:
     errors = [
         (it["index"], it["measured"]["prediction_error"])
         for it in run.kept
-        if it.get("predicted_throughput") and math.isfinite((it.get("measured") or {}).get("prediction_error", math.nan))
+        if math.isfinite((it.get("measured") or {}).get("prediction_error", math.nan))
     ]
     if not errors:
         return []
