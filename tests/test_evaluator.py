@@ -370,13 +370,20 @@ rows = st.sets(st.tuples(st.integers(0, 5), st.integers(0, 5), st.sampled_from([
 
 
 @settings(max_examples=80, deadline=None)
-@given(rows, st.sets(st.integers(0, 5), max_size=4), st.sets(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=10))
+@given(
+    rows,
+    st.sets(st.integers(0, 5), max_size=4),
+    st.sets(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=10),
+    st.booleans(),
+    st.booleans(),
+)
 def test_rules_that_copy_or_filter_whole_facts_derive_what_their_definition_says(
-    r: set[tuple[int, int, str]], gone: set[int], pairs: set[tuple[int, int]]
+    r: set[tuple[int, int, str]], gone: set[int], pairs: set[tuple[int, int]], flag: bool, closed: bool
 ) -> None:
     # the code generator reuses a body fact as the head's (a whole-relation copy is one set update,
-    # a filtered copy adds the fact it read); these are the rule shapes it does that for, next to
-    # ones it must not (columns reordered, a repeated variable, a constant)
+    # also under conditions that are atoms without terms; a filtered copy adds the fact it read);
+    # these are the rule shapes it does that for, next to ones it must not (columns reordered, a
+    # repeated variable, a constant)
     ev = evaluator(
         """
         .component a
@@ -388,11 +395,14 @@ def test_rules_that_copy_or_filter_whole_facts_derive_what_their_definition_says
           diagonal(a, a, c) :- r(a, a, c).
           xs(a, b, c) :- r(a, b, c), c == "x".
           carried(a, b, c) :+ r(a, b, c), !gone(b).
+          while_open(a, b, c) :- r(a, b, c), !closed().
+          flagged(a, b, c) :+ flag(), r(a, b, c), !closed().
           sent@s(a, b, c) :~ r(a, b, c), self(s), a > b.
         }
         """
     )
     inbox = [("r", f) for f in r] + [("gone", (g,)) for g in gone] + [("pair", p) for p in pairs]
+    inbox += [("flag", ())] * flag + [("closed", ())] * closed
     (result,) = run_ticks(ev, [inbox])
     db = result.db
     assert db.get("copy", set()) == r
@@ -402,4 +412,6 @@ def test_rules_that_copy_or_filter_whole_facts_derive_what_their_definition_says
     assert db.get("diagonal", set()) == {f for f in r if f[0] == f[1]}
     assert db.get("xs", set()) == {f for f in r if f[2] == "x"}
     assert result.state.carried.get("carried", set()) == {f for f in r if f[1] not in gone}
+    assert db.get("while_open", set()) == (set() if closed else r)
+    assert result.state.carried.get("flagged", set()) == (r if flag and not closed else set())
     assert sorted(values for _, rel, values in result.outbox if rel == "sent") == sorted(f for f in r if f[0] > f[1])

@@ -147,9 +147,12 @@ def generate(
     route: str = "plain",
 ) -> tuple[str, tuple[str, ...]]:
     """Python source of the rule's function and, for aggregate rules, the binding variables."""
-    copy = _copy_source(rule, delta_position)
+    copy = _copy_source(rule, delta_position, functions)
     if copy is not None:
-        return f"def {name}(D, I, DL, IL, OUT):\n    OUT.update({copy})\n", ()
+        source, conditions = copy
+        if not conditions:
+            return f"def {name}(D, I, DL, IL, OUT):\n    OUT.update({source})\n", ()
+        return f"def {name}(D, I, DL, IL, OUT):\n    if {' and '.join(conditions)}:\n        OUT.update({source})\n", ()
     em = _Emitter()
     bound: set[str] = set()
     for lit in _order(rule, functions, delta_position):
@@ -176,18 +179,27 @@ def generate(
     return src, binding_vars
 
 
-def _copy_source(rule: ir.Rule, delta_position: int | None) -> str | None:
-    """The relation a rule copies whole (``h(a, b) :- r(a, b).``), as the code of its set."""
-    if rule.kind is ir.RuleKind.ASYNC or rule.head.aggregates or len(rule.body) != 1:
+def _copy_source(
+    rule: ir.Rule, delta_position: int | None, functions: dict[str, ir.FunctionDecl]
+) -> tuple[str, list[str]] | None:
+    """The relation a rule copies whole, as the code of its set, and the conditions under which
+    it does: ``h(a, b) :- r(a, b).``, or with atoms of no terms besides (``w(a) :+ w(a), !ready().``
+    carries ``w`` whole while ``ready()`` is absent: one set operation, not a tuple per fact)."""
+    if rule.kind is ir.RuleKind.ASYNC or rule.head.aggregates:
         return None
-    atom = rule.body[0]
+    conditions = [lit for lit in rule.body if isinstance(lit, ir.Atom) and not lit.terms and lit.relation not in functions]
+    atoms = [lit for lit in rule.body if lit not in conditions]
+    if len(atoms) != 1 or (delta_position is not None and rule.body[delta_position] is not atoms[0]):
+        return None
+    atom = atoms[0]
     if not isinstance(atom, ir.Atom) or atom.negated or not atom.terms:
         return None
     names = [t.name for t in atom.terms if isinstance(t, ir.Var)]
     if len(set(names)) != len(atom.terms) or [t.name if isinstance(t, ir.Var) else None for t in rule.head.terms] != names:
         return None
     source = "DL" if delta_position is not None else "D"
-    return f"{source}.get({atom.relation!r}, _EMPTY)"
+    tests = [f"() {'not in' if cond.negated else 'in'} D.get({cond.relation!r}, _EMPTY)" for cond in conditions]
+    return f"{source}.get({atom.relation!r}, _EMPTY)", tests
 
 
 _ASSIGNED = re.compile(r"^(\s*)((?:v_\w+, )*v_\w+,?) = (_t\d+)(\[\d+\])?$")
