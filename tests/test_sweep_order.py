@@ -1,7 +1,8 @@
 """The order in which a sweep measures client counts (:func:`hydrodeploy.bench.experiment.sweep`):
 geometric counts until the throughput plateaus, and the counts between the best one and its
 neighbours measured as soon as the peak is bracketed, before any count further past it; then the
-peak's count measured again, its maximum the mean of its points.
+peak's count measured again, its maximum the mean of its points; and how far those points drifted
+apart, as the sweep, the analyze report and the capacity plan say it.
 
 The bench here replays a throughput curve instead of deploying anything: what is tested is the
 sweep's decisions, which depend only on the points it gets back."""
@@ -9,10 +10,14 @@ sweep's decisions, which depend only on the points it gets back."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from hydrodeploy.bench.experiment import MAX_CONFIRMING, Observer, SweepResult, sweep
-from hydrodeploy.bench.measure import Plateau, Point, peak
+from hydrodeploy.bench.measure import Plateau, Point, measured_peak, peak
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 
 
@@ -133,3 +138,42 @@ def test_a_configuration_that_never_answers_still_has_its_points() -> None:
     assert not result.stopped.startswith("the deployment stopped")
     top = peak(result.points)
     assert top is not None and top.throughput == 0.0
+
+
+def test_a_peak_whose_points_drift_apart_says_how_far() -> None:
+    # 4 measured 400 first and 300 when confirmed: the deployment slowed 25% while measured, and
+    # the mean (350) is no more certain than that
+    curve: dict[int, float | list[float]] = {1: 100.0, 2: 200.0, 4: [400.0, 300.0], 8: 250.0, 16: 200.0, 32: 150.0}
+    top = _sweep(_ScriptedCurve(curve), [1, 2, 4, 8, 16, 32], refine=0, confirm=2).peak()
+    assert top is not None and top.drift == pytest.approx(-0.25)
+    assert "(mean of 400, 300; the deployment slowed 25% between the first and the last" in top.describe()
+    assert measured_peak(top)["drift"] == pytest.approx(-0.25)
+    # points that agree within the flag stand without comment; one point has no drift
+    steady: dict[int, float | list[float]] = {**curve, 4: [400.0, 380.0]}
+    top = _sweep(_ScriptedCurve(steady), [1, 2, 4, 8, 16, 32], refine=0, confirm=2).peak()
+    assert top is not None and top.describe() == "390 requests/s at 4 clients (mean of 400, 380)"
+    single = _sweep(_ScriptedCurve(curve), [1, 2, 4, 8, 16, 32], refine=0, confirm=1).peak()
+    assert single is not None and single.drift is None and measured_peak(single)["drift"] is None
+
+
+def test_reports_and_plans_say_when_a_measurement_drifted(tmp_path: Path) -> None:
+    from hydrodeploy.report.analysis import _chain_blocks
+    from hydrodeploy.report.plan import _track_record
+
+    base = {"index": 0, "machines": 8, "kept": True, "status": "measured",
+            "measured": {"max_throughput": 2005.0, "measurements": [2133.0, 1877.0], "drift": -0.12, "clients": 512}}
+    scaled = {"index": 1, "machines": 14, "kept": True, "status": "measured", "parent": 0, "description": "a rewrite",
+              "measured": {"max_throughput": 5410.5, "measurements": [5896.0, 4925.0], "drift": 4925 / 5896 - 1,
+                           "clients": 512, "prediction_error": 0.09}}  # fmt: skip
+    blocks = [b for b in _chain_blocks(tmp_path, [base, scaled]) if isinstance(b, str)]
+    assert blocks[0] == "**0. Base program** — 2,005 requests/s on 8 machines."  # 12%: within the flag
+    assert any(
+        "measured 5,410 requests/s (the mean of 5,896, 4,925 at 512 clients: the deployment slowed 16% between "
+        "the first and the last while measured" in b
+        for b in blocks
+    )
+    run = SimpleNamespace(kept=[base, scaled])
+    assert _track_record(run) == [  # type: ignore[arg-type]
+        "this run's predictions against what its kept iterations measured: +9% (iteration 1, measured while the "
+        "deployment slowed 16%)"
+    ]

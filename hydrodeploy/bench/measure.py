@@ -29,6 +29,10 @@ LITTLE_TOLERANCE = 0.2
 HOST_CPU_SATURATED = 0.9
 # a refinement measures between two client counts only when they are further apart than this
 REFINE_MIN_RATIO = 1.2
+# A peak's points at one client count that differ by this much from first to last: the deployment's
+# throughput changed while it was measured (it slowed as it ran, or the machine did), and the
+# mean of its points is as uncertain as that change
+DRIFT_FLAG = 0.15
 
 
 @dataclass(frozen=True)
@@ -268,11 +272,38 @@ class Peak:
     point: Point
     measurements: tuple[float, ...]  # the throughput of every point at that count, in order
 
+    @property
+    def drift(self) -> float | None:
+        """How the throughput at the peak's client count changed from its first point to its last
+        (-0.16: the last measured 16% less), None with one point."""
+        if len(self.measurements) < 2 or self.measurements[0] <= 0:
+            return None
+        return self.measurements[-1] / self.measurements[0] - 1
+
     def describe(self) -> str:
         where = f"{self.throughput:,.0f} requests/s at {self.clients} clients"
         if len(self.measurements) > 1:
-            where += " (mean of " + ", ".join(f"{x:,.0f}" for x in self.measurements) + ")"
+            where += " (mean of " + ", ".join(f"{x:,.0f}" for x in self.measurements)
+            drift = self.drift
+            if drift is not None and drift_flagged(drift):
+                where += f"; {drifted(drift)}"
+            where += ")"
         return where
+
+
+def drift_flagged(change: float | None) -> bool:
+    """Whether a peak's drift (:attr:`Peak.drift`) is large enough to say so."""
+    return change is not None and abs(change) >= DRIFT_FLAG
+
+
+def drift_moved(change: float) -> str:
+    """How the deployment's throughput moved: "slowed 16%", "sped up 20%"."""
+    return f"{'slowed' if change < 0 else 'sped up'} {abs(change):.0%}"
+
+
+def drifted(change: float) -> str:
+    """What a flagged drift (:func:`drift_flagged`) says about a peak's mean."""
+    return f"the deployment {drift_moved(change)} between the first and the last while measured: the mean is no more certain than that"
 
 
 def stalled(group: Sequence[Point], earlier: Sequence[Point]) -> bool:
@@ -306,6 +337,7 @@ def measured_peak(top: Peak) -> dict[str, Any]:
     return {
         "max_throughput": top.throughput,
         "measurements": list(top.measurements),
+        "drift": top.drift,
         "p50_ms": point.p50_ms,
         "p99_ms": point.p99_ms,
         "clients": top.clients,

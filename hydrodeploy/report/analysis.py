@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from hydrodeploy.bench.measure import Point, measured_peak, peak
+from hydrodeploy.bench.measure import Point, drift_flagged, drifted, measured_peak, peak
 from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.report.load import load_points
 
@@ -398,7 +398,10 @@ def _chain_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
     for it in its:
         if it["index"] == 0:
             measured = it.get("measured") or {}
-            blocks.append(f"**0. Base program** — {_fmt(measured.get('max_throughput'))} requests/s on {it['machines']} machines.")
+            blocks.append(
+                f"**0. Base program** — {_fmt(measured.get('max_throughput'))} requests/s{_drift_note(measured)} "
+                f"on {it['machines']} machines."
+            )
             continue
         decision = _read(run / "iterations" / f"{it['index']:02d}" / "decision.json") or {}
         neck = decision.get("bottleneck") or {}
@@ -452,11 +455,22 @@ def _chain_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
         verification = it.get("verification") or {}
         outcome = (
             f"Predicted {_fmt(it.get('predicted_throughput'))} requests/s; verified in simulation: "
-            f"{verification.get('summary', 'not verified')}; measured {_fmt(measured.get('max_throughput'))} requests/s. "
+            f"{verification.get('summary', 'not verified')}; measured {_fmt(measured.get('max_throughput'))} requests/s"
+            f"{_drift_note(measured)}. "
             f"{it.get('reason', '')}."
         )
         blocks.append(outcome)
     return blocks
+
+
+def _drift_note(measured: dict[str, Any]) -> str:
+    """The drift of an iteration's peak (:attr:`~hydrodeploy.bench.measure.Peak.drift`) when it
+    exceeds the flag: the mean's points, and how far apart they were."""
+    drift = measured.get("drift")
+    if drift is None or not drift_flagged(drift):
+        return ""
+    points = ", ".join(_fmt(x) for x in measured.get("measurements", []))
+    return f" (the mean of {points} at {measured.get('clients')} clients: {drifted(drift)})"
 
 
 def _markdown(sections: list[tuple[str, list[Any]]], title: str) -> str:

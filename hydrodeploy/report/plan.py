@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hydrodeploy.bench.measure import drift_flagged, drift_moved
 from hydrodeploy.bench.workload import WorkloadSpec
 from hydrodeploy.deploy.local import pack_cpus
 from hydrodeploy.errors import HydrodeployError
@@ -310,13 +311,18 @@ def make_plan(path: Path, throughput: float, p99_ms: float | None = None, machin
 def _track_record(run: _Run) -> list[str]:
     """How the run's own predictions compared with what its kept iterations then measured."""
     errors = [
-        (it["index"], it["measured"]["prediction_error"])
+        (it["index"], it["measured"]["prediction_error"], it["measured"].get("drift"))
         for it in run.kept
         if math.isfinite((it.get("measured") or {}).get("prediction_error", math.nan))
     ]
     if not errors:
         return []
-    listed = ", ".join(f"{e:+.0%} (iteration {i})" for i, e in errors)
+
+    def one(index: int, error: float, drift: float | None) -> str:
+        moved = f", measured while the deployment {drift_moved(drift)}" if drift is not None and drift_flagged(drift) else ""
+        return f"{error:+.0%} (iteration {index}{moved})"
+
+    listed = ", ".join(one(i, e, d) for i, e, d in errors)
     return [f"this run's predictions against what its kept iterations measured: {listed}"]
 
 
