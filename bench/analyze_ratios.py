@@ -8,7 +8,10 @@ For each protocol it runs ``hydrodeploy analyze bench/workloads/<protocol>.yaml`
 the run directory: the base program's maximum throughput and the final configuration's, both
 measured in that same run, their ratio, the machines, how busy this machine's CPUs were at the
 final configuration's best point (above 90%: the host, not the configuration, capped it), and for
-every kept iteration the prediction made before deploying it against what was measured.
+every kept iteration the prediction made before deploying it against what was measured. Before and
+after each protocol it also times the runtime's message round trip between two processes
+(:func:`bench.event_loop.measure`, uvloop, unpinned): this machine's speed varies by 2x from hour
+to hour, and every number of a run is only comparable with runs made at a similar speed.
 
 With ``--plan`` (2PC only): ``hydrodeploy plan`` on the finished run for 60% of its final
 throughput, then ``hydrodeploy run`` of the planned configuration, and the plan's predicted
@@ -25,7 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import event_loop
+
 ROOT = Path(__file__).resolve().parent.parent
+SPEED_ROUND_TRIPS = 2000
 REQUIRED = {"voting": 2.3, "two_pc": 5.0, "paxos": 2.8}
 
 
@@ -86,6 +92,12 @@ def plan_and_run(run: Path, reports: Path) -> dict[str, Any]:
     return {"target": target, "machines": plan["machines"], "predicted": plan["predicted_throughput"], "measured": measured}
 
 
+def machine_speed() -> float:
+    """CPU µs per side of one message round trip between two processes (lower: a faster machine)."""
+    caller, answerer, _ = event_loop.measure("uvloop", SPEED_ROUND_TRIPS)
+    return (caller + answerer) / 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocols", nargs="+", default=["voting", "two_pc", "paxos"], choices=sorted(REQUIRED))
@@ -95,7 +107,9 @@ def main() -> None:
     reports = Path(args.reports)
     rows = []
     for protocol in args.protocols:
+        before = machine_speed()
         run, seconds = analyze(protocol, reports)
+        after = machine_speed()
         row = describe(run, protocol, seconds)
         rows.append(row)
         print(
@@ -107,6 +121,7 @@ def main() -> None:
         for index, predicted, measured in row["predictions"]:
             print(f"    iteration {index}: predicted {predicted:,.0f}, measured {measured:,.0f} ({predicted / measured - 1:+.0%})")
         print(f"    configuration: {row['chain']}")
+        print(f"    machine: {before:.0f} µs of CPU per round-trip side before, {after:.0f} after (bench.event_loop)")
         print(f"    stopped: {row['stopped']}", flush=True)
         if args.plan and protocol == "two_pc":
             try:
