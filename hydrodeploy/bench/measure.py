@@ -17,7 +17,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from hdrh.histogram import HdrHistogram
 
@@ -285,13 +285,13 @@ class Peak:
         if len(self.measurements) > 1:
             where += " (mean of " + ", ".join(f"{x:,.0f}" for x in self.measurements)
             drift = self.drift
-            if drift is not None and drift_flagged(drift):
+            if drift_flagged(drift):
                 where += f"; {drifted(drift)}"
             where += ")"
         return where
 
 
-def drift_flagged(change: float | None) -> bool:
+def drift_flagged(change: float | None) -> TypeGuard[float]:
     """Whether a peak's drift (:attr:`Peak.drift`) is large enough to say so."""
     return change is not None and abs(change) >= DRIFT_FLAG
 

@@ -467,7 +467,7 @@ def _drift_note(measured: dict[str, Any]) -> str:
     """The drift of an iteration's peak (:attr:`~hydrodeploy.bench.measure.Peak.drift`) when it
     exceeds the flag: the mean's points, and how far apart they were."""
     drift = measured.get("drift")
-    if drift is None or not drift_flagged(drift):
+    if not drift_flagged(drift):
         return ""
     points = ", ".join(_fmt(x) for x in measured.get("measurements", []))
     return f" (the mean of {points} at {measured.get('clients')} clients: {drifted(drift)})"

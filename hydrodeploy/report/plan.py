@@ -319,7 +319,7 @@ def _track_record(run: _Run) -> list[str]:
         return []
 
     def one(index: int, error: float, drift: float | None) -> str:
-        moved = f", measured while the deployment {drift_moved(drift)}" if drift is not None and drift_flagged(drift) else ""
+        moved = f", measured while the deployment {drift_moved(drift)}" if drift_flagged(drift) else ""
         return f"{error:+.0%} (iteration {index}{moved})"
 
     listed = ", ".join(one(i, e, d) for i, e, d in errors)
