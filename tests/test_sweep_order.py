@@ -174,6 +174,6 @@ def test_reports_and_plans_say_when_a_measurement_drifted(tmp_path: Path) -> Non
     )
     run = SimpleNamespace(kept=[base, scaled])
     assert _track_record(run) == [  # type: ignore[arg-type]
-        "this run's predictions against what its kept iterations measured: +9% (iteration 1, measured while the "
-        "deployment slowed 16%)"
+        "this run's predictions against what its kept iterations measured: +9% (iteration 1) measured while the "
+        "deployment slowed 16%"
     ]

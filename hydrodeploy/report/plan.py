@@ -319,8 +319,8 @@ def _track_record(run: _Run) -> list[str]:
         return []
 
     def one(index: int, error: float, drift: float | None) -> str:
-        moved = f", measured while the deployment {drift_moved(drift)}" if drift_flagged(drift) else ""
-        return f"{error:+.0%} (iteration {index}{moved})"
+        moved = f" measured while the deployment {drift_moved(drift)}" if drift_flagged(drift) else ""
+        return f"{error:+.0%} (iteration {index}){moved}"
 
     listed = ", ".join(one(i, e, d) for i, e, d in errors)
     return [f"this run's predictions against what its kept iterations measured: {listed}"]
