@@ -142,6 +142,9 @@ class AnalyzeSpec(_Strict):
     verify_seeds: int = Field(default=10, ge=0, le=1000)  # simulation seeds checking each rewrite
     calibrate: bool = True  # measure the runtime's own costs with a calibration program first
     time_budget_s: float | None = Field(default=None, gt=0)  # no iteration starts that would end after this
+    # after the loop, the base program and the final configuration deployed in turn this many
+    # times each (base, final, final, base, ...) to confirm the speed-up; 0: not confirmed
+    confirm_pairs: int = Field(default=2, ge=0, le=20)
 
 
 class QuickSpec(_Strict):

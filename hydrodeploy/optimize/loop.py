@@ -34,6 +34,7 @@ from typing import Any
 from hydrodeploy.bench.experiment import Bench, Observer
 from hydrodeploy.bench.measure import Plateau, Point, measured_peak
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec, WorkloadSpec
+from hydrodeploy.deploy import DeployError, ProcessFailure
 from hydrodeploy.deploy.cluster import AnyClusterSpec, ClusterSpec, RunClusters
 from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.language import ir, load_program, print_program
@@ -47,6 +48,7 @@ from hydrodeploy.optimize.candidates import (
 )
 from hydrodeploy.optimize.choose import ComponentTerm, Placement, place
 from hydrodeploy.optimize.config import Configuration, derive
+from hydrodeploy.optimize.confirm import CONFIRMATION_FILE, VISIT_WINDOWS, Confirmation, Visit
 from hydrodeploy.optimize.costmodel import (
     MAX_SIM_CLIENTS,
     Calibration,
@@ -77,6 +79,7 @@ MIN_SHARE = 0.05  # decouplings of rules that sent nothing and took less of the 
 # short of their measurements by enough to cover the difference (the model was pessimistic here);
 # at most by this much, however pessimistic it was.
 MAX_SHORTFALL = 0.25
+DEPLOY_S = 10.0  # about how long a deployment takes to start and stop, for the time budget
 
 
 class AnalyzeError(HydrodeployError):
@@ -232,11 +235,12 @@ class Analysis:
     # ---- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> str:
-        """Run (or continue) the loop; why it stopped."""
-        if self.stopped:
-            return self.stopped
+        """Run (or continue) the loop, then confirm its speed-up; why the loop stopped."""
         try:
-            return await self._run()
+            if not self.stopped:
+                await self._run()
+            await self._confirm()
+            return self.stopped or ""
         finally:
             self.clusters.close()
 
@@ -282,9 +286,17 @@ class Analysis:
         earlier = sum(it.seconds for it in self.iterations if it.started < self.started_wall)
         spent = earlier + (time.monotonic() - self.started)
         longest = max((it.seconds for it in self.iterations), default=0.0)
-        if spent + 1.5 * longest > budget:
-            return f"the time budget of {budget:g} s would run out before another iteration ends ({spent:.0f} s spent)"
+        if spent + 1.5 * longest + self._confirmation_s() > budget:
+            return (
+                f"the time budget of {budget:g} s would run out before another iteration and the confirmation "
+                f"end ({spent:.0f} s spent)"
+            )
         return None
+
+    def _confirmation_s(self) -> float:
+        """About how long the confirmation after the loop takes."""
+        windows = max(VISIT_WINDOWS, self.workload.sweep.repeats)
+        return 2 * self.workload.analyze.confirm_pairs * (DEPLOY_S + windows * (self.windows.total_s + 1.0))
 
     # ---- measuring ------------------------------------------------------------------------------
 
@@ -384,6 +396,57 @@ class Analysis:
             it.measured["prediction_error"] = error
         self._save(it)
         self.observer.note(f"iteration {it.index}: {top.describe()}; {it.reason}")
+
+    # ---- confirming ----------------------------------------------------------------------------
+
+    async def _confirm(self) -> None:
+        """Deploy the base program and the final configuration in turn and measure each at its
+        peak's client count (:mod:`.confirm`); confirmation.json after every deployment."""
+        pairs = self.workload.analyze.confirm_pairs
+        final = self.current()
+        base = self.iterations[0] if self.iterations else None
+        if pairs == 0 or final is None or base is None or final.index == 0 or base.max_throughput <= 0:
+            (self.run_dir.path / CONFIRMATION_FILE).unlink(missing_ok=True)  # of an earlier final (a resumed run)
+            return
+        path = self.run_dir.path / CONFIRMATION_FILE
+        record = Confirmation.from_json(json.loads(path.read_text())) if path.exists() else None
+        if record is None or not record.confirms(final.index, pairs, final.started):
+            shutil.rmtree(self.run_dir.path / "confirmation", ignore_errors=True)
+            record = Confirmation(0, final.index, pairs, final.started)
+        for n, index in enumerate(record.pending(), start=len(record.visits)):
+            it = self.iterations[index]
+            self.observer.status(f"confirming: deployment {n + 1} of {2 * pairs} (iteration {index})")
+            record.visits.append(await self._visit(it, n))
+            self.run_dir.write_json(CONFIRMATION_FILE, record.to_json())
+        self.observer.note(f"confirmation: {record.describe(final.max_throughput / base.max_throughput)}")
+
+    async def _visit(self, it: Iteration, n: int) -> Visit:
+        """A fresh deployment of ``it``'s configuration, measured at its peak's client count for
+        :data:`~.confirm.VISIT_WINDOWS` windows (the sweep's repeats when more)."""
+        folder = self.run_dir.path / "confirmation" / f"{n:02d}"
+        clients = int((it.measured or {}).get("clients", 1))
+        _, topology = derive(self.base, it.config)
+        program = self.run_dir.iteration(it.index) / "program.ded"
+        bench = Bench(
+            program, self.clusters.deployment(), folder / "logs", self.workload.clients.processes,
+            durable_dir=folder / "durable", topology=topology,
+        )  # fmt: skip
+        visit = Visit(it.index, clients, [], [])
+        try:
+            await bench.start()
+            for repeat in range(max(VISIT_WINDOWS, self.workload.sweep.repeats)):
+                point, _ = await bench.point(repeat, clients, self.windows, self.workload.clients, repeat)
+                visit.throughputs.append(point.throughput)
+                visit.p99_ms.append(point.p99_ms)
+            if bench.deployment.failure is None:
+                await asyncio.shield(bench.stop())
+        except ProcessFailure:
+            raise
+        except DeployError as exc:
+            visit.error = f"could not be measured: {exc}"
+        finally:
+            bench.close()
+        return visit
 
     def _fail(self, it: Iteration) -> None:
         parent = it.parent if it.parent is not None else 0

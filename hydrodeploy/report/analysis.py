@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt
 
 from hydrodeploy.bench.measure import Point, drift_flagged, drifted, measured_peak, peak
 from hydrodeploy.errors import HydrodeployError
+from hydrodeploy.optimize.confirm import CONFIRMATION_FILE, Confirmation
 from hydrodeploy.report.load import load_points
 
 
@@ -143,6 +144,8 @@ def summary(run: Path) -> dict[str, Any]:
     base = next((e["max_throughput"] for e in entries if e["index"] == 0 and e["max_throughput"]), None)
     kept = [e for e in entries if e["kept"] and e["max_throughput"]]
     final = kept[-1] if kept else None
+    confirmation = confirmed(run, None if final is None else final["index"])
+    confirmed_speedup = None if confirmation is None else confirmation.speedup
     return {
         "protocol": protocol,
         "cluster": cluster,
@@ -150,7 +153,18 @@ def summary(run: Path) -> dict[str, Any]:
         "stopped": state.get("stopped"),
         "final": None if final is None else final["index"],
         "speedup": None if not (base and final) else round(final["max_throughput"] / base, 3),
+        # the base program and the final configuration deployed in turn after the loop (:mod:`hydrodeploy.optimize.confirm`)
+        "confirmed_speedup": None if confirmed_speedup is None else round(confirmed_speedup, 3),
     }
+
+
+def confirmed(run: Path, final: int | None) -> Confirmation | None:
+    """The run's confirmation of the speed-up of its final iteration ``final``, when there was one."""
+    data = _read(run / CONFIRMATION_FILE)
+    if data is None or final is None:
+        return None
+    confirmation = Confirmation.from_json(data)
+    return confirmation if confirmation.final == final else None
 
 
 def write_summary(run: Path) -> Path:
@@ -325,6 +339,14 @@ def _sections(run: Path) -> list[tuple[str, list[Any]]]:
         )
     if data.get("stopped"):
         intro.append(f"The loop stopped: {data['stopped']}.")
+    confirmation = confirmed(run, data["final"])
+    if confirmation is not None:
+        sweeps = final["max_throughput"] / base if final and base else None
+        intro.append(
+            f"Confirmation, after the loop: {confirmation.describe(sweeps)}. Each deployment was measured at its "
+            "peak's client count; the order turns around every pair, so a change of this machine's speed over the "
+            "minutes between the sweeps does not carry into the ratio."
+        )
     intro.append(
         "How it was measured: closed-loop clients, every point a "
         f"{_fmt(windows.get('warmup_s'), 'g')} s warm-up and a {_fmt(windows.get('measure_s'), 'g')} s measurement window; "

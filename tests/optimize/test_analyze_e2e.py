@@ -77,6 +77,27 @@ def test_the_loop_measures_the_base_program_and_a_rewrite_it_chose(analyzed: Pat
     assert (analyzed / "calibration" / "profiles").is_dir()
 
 
+def test_the_speedup_is_confirmed_by_deploying_base_and_final_in_turn(analyzed: Path) -> None:
+    summary = json.loads((analyzed / "summary.json").read_text())
+    record = analyzed / "confirmation.json"
+    if summary["final"] == 0:  # the rewrite was rolled back: nothing to confirm
+        assert not record.exists() and summary["confirmed_speedup"] is None
+        return
+    confirmation = json.loads(record.read_text())
+    assert [v["iteration"] for v in confirmation["visits"]] == [0, 1, 1, 0]
+    peaks = {e["index"]: json.loads((analyzed / "iterations" / f"{e['index']:02d}" / "iteration.json").read_text())["measured"]["clients"] for e in summary["iterations"]}
+    for visit in confirmation["visits"]:
+        assert visit["error"] == ""
+        assert visit["clients"] == peaks[visit["iteration"]]
+        assert len(visit["throughputs"]) == 2 and all(t > 0 for t in visit["throughputs"])
+    base = [t for v in confirmation["visits"] if v["iteration"] == 0 for t in v["throughputs"]]
+    final = [t for v in confirmation["visits"] if v["iteration"] == 1 for t in v["throughputs"]]
+    assert summary["confirmed_speedup"] == round((sum(final) / len(final)) / (sum(base) / len(base)), 3)
+    assert "Confirmation, after the loop: the base program and iteration 1 deployed in turn" in (analyzed / "report.md").read_text()
+    # every deployment's processes wrote their logs where the run keeps them
+    assert all((analyzed / "confirmation" / f"{n:02d}" / "logs").is_dir() for n in range(4))
+
+
 def test_report_re_renders_from_the_files_alone(analyzed: Path, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     shutil.copytree(analyzed, copy, ignore=shutil.ignore_patterns("*.png", "report.*", "summary.json"))
@@ -93,8 +114,10 @@ def test_resume_of_a_finished_run_measures_nothing(analyzed: Path, tmp_path: Pat
     copy = tmp_path / "run"
     shutil.copytree(analyzed, copy)
     before = (copy / "results.csv").read_text()
+    confirmed = (copy / "confirmation.json").read_text() if (copy / "confirmation.json").exists() else None
     assert main(["analyze", "--resume", str(copy)]) == 0
     assert (copy / "results.csv").read_text() == before
+    assert ((copy / "confirmation.json").read_text() if (copy / "confirmation.json").exists() else None) == confirmed
 
 
 def test_resume_measures_an_interrupted_iteration_again(analyzed: Path, tmp_path: Path) -> None:

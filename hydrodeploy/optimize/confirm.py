@@ -1,0 +1,147 @@
+"""The speed-up confirmed: the base program and the final configuration redeployed in turn.
+
+A loop measures the base program first and the final configuration minutes later, each in its own
+sweep. This machine's speed is not constant over minutes (a fixed workload's CPU time on an idle
+machine moved between 8 and 17 ms in blocks of tens of seconds), and a deployment can also slow as it
+runs, so a ratio of two sweeps carries whatever changed between them. After the loop, both
+configurations are deployed afresh in alternation - base, final, final, base, base, final, ... -
+and measured at the client count of their peaks: a change of speed that lasts longer than a pair
+touches both sides of it, and a steady one is cancelled by the order turning around every pair.
+The confirmed speed-up is the mean of every final window over the mean of every base window.
+
+:class:`Confirmation` is the record (``confirmation.json`` in the run directory, written after each
+deployment, so an interrupted confirmation continues where it stopped).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CONFIRMATION_FILE = "confirmation.json"
+VISIT_WINDOWS = 2  # windows measured on every deployment, at least
+
+
+@dataclass
+class Visit:
+    """One deployment of one configuration and the windows measured on it."""
+
+    iteration: int
+    clients: int
+    throughputs: list[float]
+    p99_ms: list[float]
+    error: str = ""  # why the deployment measured nothing (it failed)
+
+
+@dataclass
+class Confirmation:
+    base: int  # iteration index of the base program
+    final: int  # iteration index of the final configuration
+    pairs: int
+    final_started: float = 0.0  # when the final iteration's measurement started: a remeasured one starts anew
+    visits: list[Visit] = field(default_factory=list)
+
+    def confirms(self, final: int, pairs: int, final_started: float) -> bool:
+        """Whether this record belongs to that final iteration's measurement, with that many pairs."""
+        return (self.final, self.pairs, self.final_started) == (final, pairs, final_started)
+
+    def order(self) -> list[int]:
+        """The iteration of every deployment, in turn: base and final, then final and base, ..."""
+        out: list[int] = []
+        for k in range(self.pairs):
+            out.extend((self.base, self.final) if k % 2 == 0 else (self.final, self.base))
+        return out
+
+    def pending(self) -> list[int]:
+        """The deployments still to measure (a failed deployment ends the confirmation)."""
+        if any(v.error for v in self.visits):
+            return []
+        return self.order()[len(self.visits) :]
+
+    def windows(self, iteration: int) -> list[float]:
+        return [t for v in self.visits if v.iteration == iteration for t in v.throughputs]
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending() and not any(v.error for v in self.visits)
+
+    @property
+    def speedup(self) -> float | None:
+        """Mean final window over mean base window; None until both were measured."""
+        base, final = self.windows(self.base), self.windows(self.final)
+        if not base or not final or statistics.fmean(base) <= 0:
+            return None
+        return statistics.fmean(final) / statistics.fmean(base)
+
+    def pair_speedups(self) -> list[float]:
+        """The ratio within each measured pair of deployments."""
+        out = []
+        for k in range(0, len(self.visits) - 1, 2):
+            a, b = self.visits[k], self.visits[k + 1]
+            by = {a.iteration: a.throughputs, b.iteration: b.throughputs}
+            base, final = by.get(self.base), by.get(self.final)
+            if base and final and statistics.fmean(base) > 0:
+                out.append(statistics.fmean(final) / statistics.fmean(base))
+        return out
+
+    def describe(self, sweeps: float | None) -> str:
+        """One sentence: what was deployed, what each measured, the confirmed speed-up."""
+        base, final = self.windows(self.base), self.windows(self.final)
+        failed = next((v for v in self.visits if v.error), None)
+        parts = [f"the base program and iteration {self.final} deployed in turn ({len(self.visits)} deployments)"]
+        if base and final:
+            parts.append(
+                f"base {statistics.fmean(base):,.0f} requests/s ({_spread(base)}), "
+                f"iteration {self.final} {statistics.fmean(final):,.0f} ({_spread(final)})"
+            )
+        unstable = [(name, w) for name, w in (("the base program", base), (f"iteration {self.final}", final)) if _unstable(w)]
+        for name, w in unstable:
+            parts.append(f"{name} is not steady at this load: its windows differ by up to {max(w) / min(w):.1f}x")
+        speedup = self.speedup
+        if speedup is not None:
+            pairs = ", ".join(f"{r:.2f}x" for r in self.pair_speedups())
+            text = f"{speedup:.2f}x the base program (pair by pair: {pairs})"
+            if sweeps is not None:
+                text += f"; the sweeps gave {sweeps:.2f}x"
+            parts.append(text)
+        if failed is not None:
+            parts.append(f"stopped: iteration {failed.iteration} {failed.error}")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "final": self.final,
+            "pairs": self.pairs,
+            "final_started": self.final_started,
+            "visits": [asdict(v) for v in self.visits],
+            "speedup": self.speedup,
+            "pair_speedups": self.pair_speedups(),
+            "complete": self.complete,
+        }
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Confirmation:
+        visits = [
+            Visit(
+                int(v["iteration"]), int(v["clients"]), [float(t) for t in v["throughputs"]],
+                [float(p) for p in v["p99_ms"]], str(v.get("error", "")),
+            )
+            for v in data.get("visits", [])
+        ]  # fmt: skip
+        return Confirmation(int(data["base"]), int(data["final"]), int(data["pairs"]), float(data.get("final_started", 0.0)), visits)
+
+
+UNSTEADY = 1.3  # windows of one configuration this far apart (highest over lowest): not steady
+
+
+def _unstable(values: list[float]) -> bool:
+    return len(values) > 1 and (min(values) <= 0 or max(values) / min(values) >= UNSTEADY)
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return "one window"
+    return f"{len(values)} windows, {min(values):,.0f}-{max(values):,.0f}"

@@ -1,0 +1,78 @@
+"""The confirmation record: the order of deployments, the confirmed speed-up, resuming, and what it
+says about a configuration whose windows disagree."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hydrodeploy.optimize.confirm import Confirmation, Visit
+
+
+def _visit(iteration: int, *throughputs: float) -> Visit:
+    return Visit(iteration, 256, list(throughputs), [50.0] * len(throughputs))
+
+
+def test_the_order_turns_around_every_pair() -> None:
+    assert Confirmation(0, 3, 3).order() == [0, 3, 3, 0, 0, 3]
+
+
+def test_the_speedup_is_the_mean_final_window_over_the_mean_base_window() -> None:
+    record = Confirmation(0, 2, 2, visits=[_visit(0, 100, 140), _visit(2, 600), _visit(2, 500, 700), _visit(0, 120)])
+    assert record.speedup == (600 + 500 + 700) / 3 / ((100 + 140 + 120) / 3)
+    # pair by pair, whichever came first in the pair
+    assert record.pair_speedups() == [600 / 120, 600 / 120]
+    assert record.complete and record.pending() == []
+
+
+def test_an_interrupted_confirmation_continues_with_the_deployments_it_lacks() -> None:
+    record = Confirmation(0, 1, 2, visits=[_visit(0, 100), _visit(1, 300), _visit(1, 310)])
+    assert record.pending() == [0]
+    assert not record.complete
+    assert record.pair_speedups() == [3.0]
+
+
+def test_a_failed_deployment_ends_the_confirmation() -> None:
+    failed = Visit(1, 256, [], [], error="could not be measured: a node stopped answering")
+    record = Confirmation(0, 1, 2, visits=[_visit(0, 100), failed])
+    assert record.pending() == []
+    assert not record.complete
+    assert record.speedup is None
+    assert "stopped: iteration 1 could not be measured" in record.describe(3.0)
+
+
+def test_the_description_names_a_configuration_whose_windows_disagree() -> None:
+    steady = Confirmation(0, 1, 1, visits=[_visit(0, 100, 110), _visit(1, 400, 420)])
+    text = steady.describe(4.1)
+    assert "not steady" not in text
+    assert "3.90x the base program" in text and "the sweeps gave 4.10x" in text
+    shaky = Confirmation(0, 1, 1, visits=[_visit(0, 4608, 1536), _visit(1, 20000, 21000)])
+    assert "the base program is not steady at this load: its windows differ by up to 3.0x" in shaky.describe(None)
+
+
+def test_a_record_belongs_to_one_measurement_of_the_final_iteration() -> None:
+    record = Confirmation(0, 2, 2, final_started=1000.0)
+    assert record.confirms(2, 2, 1000.0)
+    assert not record.confirms(2, 2, 2000.0)  # iteration 2 measured again since
+    assert not record.confirms(3, 2, 1000.0)
+    assert not record.confirms(2, 3, 1000.0)
+
+
+visits = st.builds(
+    Visit,
+    st.sampled_from([0, 4]),
+    st.integers(1, 4096),
+    st.lists(st.floats(0, 1e6, allow_nan=False), max_size=3),
+    st.lists(st.floats(0, 1e4, allow_nan=False), max_size=3),
+    st.sampled_from(["", "could not be measured: gone"]),
+)
+
+
+@given(st.integers(1, 5), st.floats(0, 2e9, allow_nan=False), st.lists(visits, max_size=8))
+def test_the_record_survives_its_file(pairs: int, started: float, measured: list[Visit]) -> None:
+    record = Confirmation(0, 4, pairs, started, measured)
+    again = Confirmation.from_json(json.loads(json.dumps(record.to_json())))
+    assert again == record
+    assert again.speedup == record.speedup
