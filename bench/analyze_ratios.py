@@ -6,7 +6,8 @@ paper's machine budgets (voting 26, 2PC 46, Paxos 29 machines).
 
 For each protocol it runs ``hydrodeploy analyze bench/workloads/<protocol>.yaml`` and prints, from
 the run directory: the base program's maximum throughput and the final configuration's, both
-measured in that same run, their ratio, the machines, how busy this machine's CPUs were at the
+measured in that same run, their ratio (and the ratio confirmed after the loop by deploying both
+in turn: :mod:`hydrodeploy.optimize.confirm`), the machines, how busy this machine's CPUs were at the
 final configuration's best point (above 90%: the host, not the configuration, capped it), and for
 every kept iteration the prediction made before deploying it against what was measured. Before and
 after each protocol it also times the runtime's message round trip between two processes
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import event_loop
+from hydrodeploy.report.analysis import confirmed
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEED_ROUND_TRIPS = 2000
@@ -73,7 +75,16 @@ def describe(run: Path, protocol: str, seconds: float) -> dict[str, Any]:
         "minutes": seconds / 60,
         "stopped": summary.get("stopped"),
         "chain": final["configuration"],
+        "confirmed": summary.get("confirmed_speedup"),
+        "confirmation": _confirmation_text(run),
     }
+
+
+def _confirmation_text(run: Path) -> str | None:
+    """The report's sentence on the confirmation (base and final deployed in turn), if any."""
+    summary = json.loads((run / "summary.json").read_text())
+    record = confirmed(run, summary.get("final"))
+    return None if record is None else record.describe(summary.get("speedup"))
 
 
 def plan_and_run(run: Path, reports: Path) -> dict[str, Any]:
@@ -120,6 +131,8 @@ def main() -> None:
         )
         for index, predicted, measured in row["predictions"]:
             print(f"    iteration {index}: predicted {predicted:,.0f}, measured {measured:,.0f} ({predicted / measured - 1:+.0%})")
+        if row["confirmation"]:
+            print(f"    confirmed: {row['confirmation']}")
         print(f"    configuration: {row['chain']}")
         print(f"    machine: {before:.0f} µs of CPU per round-trip side before, {after:.0f} after (bench.event_loop)")
         print(f"    stopped: {row['stopped']}", flush=True)
