@@ -57,7 +57,7 @@ def describe(run: Path, protocol: str, seconds: float) -> dict[str, Any]:
     record = json.loads((run / "iterations" / f"{final['index']:02d}" / "iteration.json").read_text())
     ratio = final["max_throughput"] / base["max_throughput"]
     errors = [
-        (e["index"], e["predicted_throughput"], e["max_throughput"])
+        (e["index"], e["predicted_throughput"], e["max_throughput"], _slowdown(run, e["index"]))
         for e in summary["iterations"]
         if e["kept"] and e["predicted_throughput"] and e["max_throughput"]
     ]
@@ -78,6 +78,14 @@ def describe(run: Path, protocol: str, seconds: float) -> dict[str, Any]:
         "confirmed": summary.get("confirmed_speedup"),
         "confirmation": _confirmation_text(run),
     }
+
+
+def _slowdown(run: Path, index: int) -> float | None:
+    """How many times slower this machine ran around iteration ``index``'s sweep than around the
+    sweep its prediction was calibrated on (the loop's probes)."""
+    record = json.loads((run / "iterations" / f"{index:02d}" / "iteration.json").read_text())
+    value = (record.get("measured") or {}).get("machine_slowdown")
+    return None if value is None else float(value)
 
 
 def _confirmation_text(run: Path) -> str | None:
@@ -129,8 +137,9 @@ def main() -> None:
             f"point, {row['iterations']} iterations in {row['minutes']:.1f} min; {row['run']}",
             flush=True,
         )
-        for index, predicted, measured in row["predictions"]:
-            print(f"    iteration {index}: predicted {predicted:,.0f}, measured {measured:,.0f} ({predicted / measured - 1:+.0%})")
+        for index, predicted, measured, slower in row["predictions"]:
+            speed = "" if slower is None else f"; machine {slower:.2f}x as slow as when calibrated"
+            print(f"    iteration {index}: predicted {predicted:,.0f}, measured {measured:,.0f} ({predicted / measured - 1:+.0%}{speed})")
         if row["confirmation"]:
             print(f"    confirmed: {row['confirmation']}")
         print(f"    configuration: {row['chain']}")

@@ -3,7 +3,8 @@
     python -m bench.machine_drift [--seconds 180] [--every 1.0]
 
 The work is what an evaluator does most (building tuples, hashing them into a dict and a set), sized
-to take about 10 ms of CPU here, so that sampling once a second costs about 1% of one core. Only CPU
+to take about 10 ms of CPU here, so that sampling once a second costs about 1% of one core; it is
+the probe :mod:`hydrodeploy.profile.machine` runs before and after every deployment of the loop. Only CPU
 time is counted (``time.process_time``), so waiting for a CPU does not count; what moves it is how
 fast the CPU runs this process's instructions: caches and memory shared with other virtual machines
 on the same host, or the host's clock. It prints every sample as it goes, then the spread
@@ -19,25 +20,9 @@ import argparse
 import statistics
 import time
 
+from hydrodeploy.profile.machine import sample_ms
+
 SLOW = 1.3  # a sample this far above the median is slow
-
-
-def work(rows: int = 20_000) -> int:
-    table: dict[tuple[int, int, str], int] = {}
-    seen: set[int] = set()
-    for i in range(rows):
-        row = (i, i % 97, "x")
-        table[row] = i
-        seen.add(row[1])
-    return len(table) + len(seen)
-
-
-def sample() -> float:
-    """CPU milliseconds of the fixed work."""
-    started = time.process_time()
-    work()
-    work()
-    return (time.process_time() - started) * 1e3
 
 
 def longest_slow_run(samples: list[float]) -> int:
@@ -57,7 +42,7 @@ def main() -> None:
     samples: list[float] = []
     end = time.monotonic() + args.seconds
     while time.monotonic() < end:
-        ms = sample()
+        ms = sample_ms()
         samples.append(ms)
         print(f"{time.strftime('%H:%M:%S')} {ms:6.2f} ms", flush=True)
         time.sleep(max(0.0, args.every - ms / 1e3))

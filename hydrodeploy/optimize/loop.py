@@ -60,6 +60,7 @@ from hydrodeploy.optimize.costmodel import (
     predict,
 )
 from hydrodeploy.optimize.evaluate import EvaluationError, structure_costs
+from hydrodeploy.profile import machine
 from hydrodeploy.profile.counters import WindowProfile
 from hydrodeploy.profile.session import Measured, TolerantPlateau, profiled_sweep
 from hydrodeploy.report.rundir import RunDirectory
@@ -116,6 +117,7 @@ class Iteration:
     sweep_stopped: str = ""
     started: float = 0.0
     seconds: float = 0.0
+    machine_ms: list[float] = field(default_factory=list)  # this machine's speed probed before and after the sweep (local clusters)
 
     @property
     def max_throughput(self) -> float:
@@ -142,6 +144,7 @@ class Iteration:
             "sweep_stopped": self.sweep_stopped,
             "started": self.started,
             "seconds": self.seconds,
+            "machine_ms": self.machine_ms,
         }
 
     @staticmethod
@@ -163,6 +166,7 @@ class Iteration:
             sweep_stopped=str(data.get("sweep_stopped", "")),
             started=float(data.get("started", 0.0)),
             seconds=float(data.get("seconds", 0.0)),
+            machine_ms=[float(x) for x in data.get("machine_ms", [])],
         )
 
 
@@ -361,7 +365,10 @@ class Analysis:
                 return
         parent = self.iterations[it.parent] if it.parent is not None else None
         hint = it.prediction.clients if it.prediction else (parent.measured or {}).get("clients") if parent else None
+        it.machine_ms = [machine.probe()] if self.local else []
         measured = await self._sweep(it, path, topology, self._counts(hint))
+        if self.local:
+            it.machine_ms.append(machine.probe())
         it.seconds = time.time() - it.started
         top, best = measured.peak(self.slo), measured.best_index(self.slo)
         if top is None or best is None:
@@ -391,11 +398,15 @@ class Analysis:
                     f"rolled back to iteration {current.index}"
                 )
                 self.failures[current.index] = self.failures.get(current.index, 0) + 1
+        speed = ""
         if it.prediction is not None:
             error = it.prediction.throughput / top.throughput - 1 if top.throughput > 0 else math.inf
             it.measured["prediction_error"] = error
+            slower = machine.slowdown(it.machine_ms, parent.machine_ms) if parent else None
+            it.measured["machine_slowdown"] = slower
+            speed = "" if slower is None or parent is None else f"; {machine.machine_note(slower, parent.index)}"
         self._save(it)
-        self.observer.note(f"iteration {it.index}: {top.describe()}; {it.reason}")
+        self.observer.note(f"iteration {it.index}: {top.describe()}; {it.reason}{speed}")
 
     # ---- confirming ----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt
 from hydrodeploy.bench.measure import Point, drift_flagged, drifted, measured_peak, peak
 from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.optimize.confirm import CONFIRMATION_FILE, Confirmation
+from hydrodeploy.profile.machine import machine_note
 from hydrodeploy.report.load import load_points
 
 
@@ -481,6 +482,9 @@ def _chain_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
             f"{_drift_note(measured)}. "
             f"{it.get('reason', '')}."
         )
+        slower = measured.get("machine_slowdown")
+        if slower is not None and it.get("parent") is not None:
+            outcome += f" Probed before and after the sweep, {machine_note(slower, int(it['parent']))}."
         blocks.append(outcome)
     return blocks
 

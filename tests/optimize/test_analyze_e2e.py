@@ -72,6 +72,10 @@ def test_the_loop_measures_the_base_program_and_a_rewrite_it_chose(analyzed: Pat
     base_it = json.loads((analyzed / "iterations" / "00" / "iteration.json").read_text())
     assert base_it["bottleneck"]["component"] == "leader"
     assert base_it["perf"] is not None  # perf ran, or the report says why not
+    # this machine's speed, probed before the deployment and after its teardown
+    assert len(base_it["machine_ms"]) == 2 and all(ms > 0 for ms in base_it["machine_ms"])
+    if it["status"] == "measured":
+        assert it["measured"]["machine_slowdown"] > 0
     profiles = sorted((analyzed / "iterations" / "00" / "profiles").glob("*.json"))
     assert profiles and all(json.loads(p.read_text())["nodes"] for p in profiles)
     assert (analyzed / "calibration" / "profiles").is_dir()
