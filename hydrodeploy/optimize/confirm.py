@@ -98,7 +98,10 @@ class Confirmation:
             )
         unstable = [(name, w) for name, w in (("the base program", base), (f"iteration {self.final}", final)) if _unstable(w)]
         for name, w in unstable:
-            parts.append(f"{name} is not steady at this load: its windows differ by up to {max(w) / min(w):.1f}x")
+            if min(w) > 0:
+                parts.append(f"{name} is not steady at this load: its windows differ by up to {max(w) / min(w):.1f}x")
+            else:
+                parts.append(f"{name} is not steady at this load: a window completed nothing, another {max(w):,.0f} requests/s")
         speedup = self.speedup
         if speedup is not None:
             pairs = ", ".join(f"{r:.2f}x" for r in self.pair_speedups())

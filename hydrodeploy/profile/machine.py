@@ -15,7 +15,10 @@ from __future__ import annotations
 import statistics
 import time
 
-PROBE_SAMPLES = 15  # samples of one probe, back to back (about 0.3 s on this machine)
+PROBE_SAMPLES = 8  # samples of one probe
+PROBE_GAP_S = 0.25  # between samples: the work runs on caches others have had time to use, as a
+# node's does between its CFS slices (back to back it ran 6.3 ms here while samples 1 s apart ran
+# 9.2-10.4 ms; the drift above was measured on samples a second apart)
 
 
 def fixed_work(rows: int = 20_000) -> int:
@@ -36,10 +39,15 @@ def sample_ms() -> float:
     return (time.process_time() - started) * 1e3
 
 
-def probe(samples: int = PROBE_SAMPLES) -> float:
-    """The median of ``samples`` samples: this machine's speed now, in CPU ms of the fixed work
-    (higher: slower)."""
-    return statistics.median(sample_ms() for _ in range(max(1, samples)))
+def probe(samples: int = PROBE_SAMPLES, gap_s: float = PROBE_GAP_S) -> float:
+    """The median of ``samples`` samples ``gap_s`` apart: this machine's speed now, in CPU ms of
+    the fixed work (higher: slower)."""
+    taken = []
+    for k in range(max(1, samples)):
+        if k:
+            time.sleep(gap_s)
+        taken.append(sample_ms())
+    return statistics.median(taken)
 
 
 def slowdown(during: list[float], reference: list[float]) -> float | None:

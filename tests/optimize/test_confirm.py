@@ -52,6 +52,14 @@ def test_the_description_names_a_configuration_whose_windows_disagree() -> None:
     assert "the base program is not steady at this load: its windows differ by up to 3.0x" in shaky.describe(None)
 
 
+def test_a_window_that_completed_nothing_is_named_not_divided_by() -> None:
+    stalled = Confirmation(0, 1, 2, visits=[_visit(0, 900, 0), _visit(1, 3000, 3100), _visit(1, 3050, 2900), _visit(0, 0, 0)])
+    text = stalled.describe(3.2)
+    assert "the base program is not steady at this load: a window completed nothing, another 900 requests/s" in text
+    assert stalled.pair_speedups() == [3050 / 450]  # the second pair's base completed nothing: no ratio
+    assert stalled.speedup == (3000 + 3100 + 3050 + 2900) / 4 / (900 / 4)
+
+
 def test_a_record_belongs_to_one_measurement_of_the_final_iteration() -> None:
     record = Confirmation(0, 2, 2, final_started=1000.0)
     assert record.confirms(2, 2, 1000.0)
