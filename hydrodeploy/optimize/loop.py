@@ -365,10 +365,9 @@ class Analysis:
                 return
         parent = self.iterations[it.parent] if it.parent is not None else None
         hint = it.prediction.clients if it.prediction else (parent.measured or {}).get("clients") if parent else None
-        it.machine_ms = [machine.probe()] if self.local else []
+        it.machine_ms = self._probe()
         measured = await self._sweep(it, path, topology, self._counts(hint))
-        if self.local:
-            it.machine_ms.append(machine.probe())
+        it.machine_ms += self._probe()
         it.seconds = time.time() - it.started
         top, best = measured.peak(self.slo), measured.best_index(self.slo)
         if top is None or best is None:
@@ -458,6 +457,11 @@ class Analysis:
         finally:
             bench.close()
         return visit
+
+    def _probe(self) -> list[float]:
+        """This machine's speed now (:mod:`~hydrodeploy.profile.machine`), on a local cluster."""
+        ms = machine.probe() if self.local else None
+        return [] if ms is None else [ms]
 
     def _fail(self, it: Iteration) -> None:
         parent = it.parent if it.parent is not None else 0

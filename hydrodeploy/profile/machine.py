@@ -13,6 +13,8 @@ sharing the CPUs would slow the probe by its own contention, which differs betwe
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
 
 PROBE_SAMPLES = 8  # samples of one probe
@@ -39,15 +41,27 @@ def sample_ms() -> float:
     return (time.process_time() - started) * 1e3
 
 
-def probe(samples: int = PROBE_SAMPLES, gap_s: float = PROBE_GAP_S) -> float:
-    """The median of ``samples`` samples ``gap_s`` apart: this machine's speed now, in CPU ms of
-    the fixed work (higher: slower)."""
+def probe_here(samples: int = PROBE_SAMPLES, gap_s: float = PROBE_GAP_S) -> float:
+    """The median of ``samples`` samples ``gap_s`` apart, in this process: this machine's speed now,
+    in CPU ms of the fixed work (higher: slower)."""
     taken = []
     for k in range(max(1, samples)):
         if k:
             time.sleep(gap_s)
         taken.append(sample_ms())
     return statistics.median(taken)
+
+
+def probe(samples: int = PROBE_SAMPLES, gap_s: float = PROBE_GAP_S) -> float | None:
+    """:func:`probe_here` in a fresh Python process, so that the caller's own state does not count
+    (in the loop's process, a probe right after its simulations ran 1.5x slower than the one after
+    the sweep that followed). None when the process could not run."""
+    command = [sys.executable, "-m", "hydrodeploy.profile.machine", str(samples), str(gap_s)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60 + samples * (gap_s + 1), check=True)
+        return float(done.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 def slowdown(during: list[float], reference: list[float]) -> float | None:
@@ -65,3 +79,7 @@ def machine_note(slower: float, reference: int) -> str:
         return f"this machine ran at the speed it had around iteration {reference}'s sweep, on which the prediction was calibrated"
     how = f"{slower:.2f}x slower" if slower > 1 else f"{1 / slower:.2f}x faster"
     return f"this machine ran {how} than around iteration {reference}'s sweep, on which the prediction was calibrated"
+
+
+if __name__ == "__main__":
+    print(probe_here(int(sys.argv[1]), float(sys.argv[2])))
