@@ -75,8 +75,7 @@ def describe(run: Path, protocol: str, seconds: float) -> dict[str, Any]:
         "minutes": seconds / 60,
         "stopped": summary.get("stopped"),
         "chain": final["configuration"],
-        "confirmed": summary.get("confirmed_speedup"),
-        "confirmation": _confirmation_text(run),
+        "confirmation": _confirmation_text(run, summary),
     }
 
 
@@ -88,9 +87,8 @@ def _slowdown(run: Path, index: int) -> float | None:
     return None if value is None else float(value)
 
 
-def _confirmation_text(run: Path) -> str | None:
+def _confirmation_text(run: Path, summary: dict[str, Any]) -> str | None:
     """The report's sentence on the confirmation (base and final deployed in turn), if any."""
-    summary = json.loads((run / "summary.json").read_text())
     record = confirmed(run, summary.get("final"))
     return None if record is None else record.describe(summary.get("speedup"))
 

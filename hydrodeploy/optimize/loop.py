@@ -299,8 +299,13 @@ class Analysis:
 
     def _confirmation_s(self) -> float:
         """About how long the confirmation after the loop takes."""
-        windows = max(VISIT_WINDOWS, self.workload.sweep.repeats)
-        return 2 * self.workload.analyze.confirm_pairs * (DEPLOY_S + windows * (self.windows.total_s + 1.0))
+        per_deployment = DEPLOY_S + self._visit_windows() * (self.windows.total_s + 1.0)
+        return 2 * self.workload.analyze.confirm_pairs * per_deployment
+
+    def _visit_windows(self) -> int:
+        """Windows measured on each deployment of the confirmation: :data:`~.confirm.VISIT_WINDOWS`,
+        or the sweep's repeats when more."""
+        return max(VISIT_WINDOWS, self.workload.sweep.repeats)
 
     # ---- measuring ------------------------------------------------------------------------------
 
@@ -415,10 +420,10 @@ class Analysis:
         pairs = self.workload.analyze.confirm_pairs
         final = self.current()
         base = self.iterations[0] if self.iterations else None
-        if pairs == 0 or final is None or base is None or final.index == 0 or base.max_throughput <= 0:
-            (self.run_dir.path / CONFIRMATION_FILE).unlink(missing_ok=True)  # of an earlier final (a resumed run)
-            return
         path = self.run_dir.path / CONFIRMATION_FILE
+        if pairs == 0 or final is None or base is None or final.index == 0 or base.max_throughput <= 0:
+            path.unlink(missing_ok=True)  # of an earlier final (a resumed run)
+            return
         record = Confirmation.from_json(json.loads(path.read_text())) if path.exists() else None
         if record is None or not record.confirms(final.index, pairs, final.started):
             shutil.rmtree(self.run_dir.path / "confirmation", ignore_errors=True)
@@ -432,7 +437,7 @@ class Analysis:
 
     async def _visit(self, it: Iteration, n: int) -> Visit:
         """A fresh deployment of ``it``'s configuration, measured at its peak's client count for
-        :data:`~.confirm.VISIT_WINDOWS` windows (the sweep's repeats when more)."""
+        :meth:`_visit_windows` windows."""
         folder = self.run_dir.path / "confirmation" / f"{n:02d}"
         clients = int((it.measured or {}).get("clients", 1))
         _, topology = derive(self.base, it.config)
@@ -444,7 +449,7 @@ class Analysis:
         visit = Visit(it.index, clients, [], [])
         try:
             await bench.start()
-            for repeat in range(max(VISIT_WINDOWS, self.workload.sweep.repeats)):
+            for repeat in range(self._visit_windows()):
                 point, _ = await bench.point(repeat, clients, self.windows, self.workload.clients, repeat)
                 visit.throughputs.append(point.throughput)
                 visit.p99_ms.append(point.p99_ms)
