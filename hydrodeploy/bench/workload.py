@@ -145,6 +145,10 @@ class AnalyzeSpec(_Strict):
     # after the loop, the base program and the final configuration deployed in turn this many
     # times each (base, final, final, base, ...) to confirm the speed-up; 0: not confirmed
     confirm_pairs: int = Field(default=2, ge=0, le=20)
+    # after each rewritten configuration's sweep, it and the configuration it came from deployed
+    # afresh one after the other, to keep or roll it back and to judge its prediction at one speed
+    # of this machine (:mod:`hydrodeploy.optimize.paired`); false: the sweeps decide
+    paired_check: bool = True
 
 
 class QuickSpec(_Strict):

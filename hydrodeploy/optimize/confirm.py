@@ -93,8 +93,8 @@ class Confirmation:
         parts = [f"the base program and iteration {self.final} deployed in turn ({len(self.visits)} deployments)"]
         if base and final:
             parts.append(
-                f"base {statistics.fmean(base):,.0f} requests/s ({_spread(base)}), "
-                f"iteration {self.final} {statistics.fmean(final):,.0f} ({_spread(final)})"
+                f"base {statistics.fmean(base):,.0f} requests/s ({spread(base)}), "
+                f"iteration {self.final} {statistics.fmean(final):,.0f} ({spread(final)})"
             )
         unstable = [(name, w) for name, w in (("the base program", base), (f"iteration {self.final}", final)) if _unstable(w)]
         for name, w in unstable:
@@ -127,14 +127,15 @@ class Confirmation:
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Confirmation:
-        visits = [
-            Visit(
-                int(v["iteration"]), int(v["clients"]), [float(t) for t in v["throughputs"]],
-                [float(p) for p in v["p99_ms"]], str(v.get("error", "")),
-            )
-            for v in data.get("visits", [])
-        ]  # fmt: skip
+        visits = [visit_from_json(v) for v in data.get("visits", [])]
         return Confirmation(int(data["base"]), int(data["final"]), int(data["pairs"]), float(data.get("final_started", 0.0)), visits)
+
+
+def visit_from_json(data: Mapping[str, Any]) -> Visit:
+    return Visit(
+        int(data["iteration"]), int(data["clients"]), [float(t) for t in data["throughputs"]],
+        [float(p) for p in data["p99_ms"]], str(data.get("error", "")),
+    )  # fmt: skip
 
 
 UNSTEADY = 1.3  # windows of one configuration this far apart (highest over lowest): not steady
@@ -144,7 +145,8 @@ def _unstable(values: list[float]) -> bool:
     return len(values) > 1 and (min(values) <= 0 or max(values) / min(values) >= UNSTEADY)
 
 
-def _spread(values: list[float]) -> str:
+def spread(values: list[float]) -> str:
+    """How many windows, and their range."""
     if len(values) == 1:
         return "one window"
     return f"{len(values)} windows, {min(values):,.0f}-{max(values):,.0f}"

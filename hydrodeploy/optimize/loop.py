@@ -60,6 +60,7 @@ from hydrodeploy.optimize.costmodel import (
     predict,
 )
 from hydrodeploy.optimize.evaluate import EvaluationError, structure_costs
+from hydrodeploy.optimize.paired import PairedCheck
 from hydrodeploy.profile import machine
 from hydrodeploy.profile.counters import WindowProfile
 from hydrodeploy.profile.session import Measured, TolerantPlateau, profiled_sweep
@@ -118,6 +119,7 @@ class Iteration:
     started: float = 0.0
     seconds: float = 0.0
     machine_ms: list[float] = field(default_factory=list)  # this machine's speed probed before and after the sweep (local clusters)
+    paired: PairedCheck | None = None  # it and its parent deployed afresh one after the other, after its sweep
 
     @property
     def max_throughput(self) -> float:
@@ -145,6 +147,7 @@ class Iteration:
             "started": self.started,
             "seconds": self.seconds,
             "machine_ms": self.machine_ms,
+            "paired": None if self.paired is None else self.paired.to_json(),
         }
 
     @staticmethod
@@ -167,6 +170,7 @@ class Iteration:
             started=float(data.get("started", 0.0)),
             seconds=float(data.get("seconds", 0.0)),
             machine_ms=[float(x) for x in data.get("machine_ms", [])],
+            paired=None if data.get("paired") is None else PairedCheck.from_json(data["paired"]),
         )
 
 
@@ -373,9 +377,9 @@ class Analysis:
         it.machine_ms = self._probe()
         measured = await self._sweep(it, path, topology, self._counts(hint))
         it.machine_ms += self._probe()
-        it.seconds = time.time() - it.started
         top, best = measured.peak(self.slo), measured.best_index(self.slo)
         if top is None or best is None:
+            it.seconds = time.time() - it.started
             it.status, it.kept = "failed", False
             it.reason = "no point was measured"
             self._fail(it)
@@ -383,34 +387,64 @@ class Analysis:
         profile = measured.profiles[best]
         it.measured = measured_peak(top)
         it.sweep_stopped = measured.stopped
-        it.status = "measured"
         it.bottleneck = find_bottleneck(profile, program)
         if measured.perf is not None:
             it.perf = measured.perf.to_json()
         current = self.current()
+        if current is not None and self.workload.analyze.paired_check:
+            it.paired = await self._paired_check(it, current)
+        it.seconds = time.time() - it.started
+        it.status = "measured"
         if current is None:
             it.kept, it.reason = True, "the base program"
         else:
-            gain = top.throughput / current.max_throughput - 1 if current.max_throughput > 0 else math.inf
-            need = self.workload.analyze.min_gain
-            if gain >= need:
-                it.kept, it.reason = True, f"throughput rose {gain:+.0%} over iteration {current.index} (at least {need:.0%} needed): kept"
-            else:
-                it.kept = False
-                it.reason = (
-                    f"throughput changed {gain:+.0%} over iteration {current.index} (at least {need:.0%} needed): "
-                    f"rolled back to iteration {current.index}"
-                )
-                self.failures[current.index] = self.failures.get(current.index, 0) + 1
+            self._keep_or_roll_back(it, current, top.throughput)
         speed = ""
         if it.prediction is not None:
             error = it.prediction.throughput / top.throughput - 1 if top.throughput > 0 else math.inf
             it.measured["prediction_error"] = error
+            if it.paired is not None:
+                it.measured["paired_prediction_error"] = it.paired.prediction_error
+                it.measured["paired_speed"] = it.paired.speed
             slower = machine.slowdown(it.machine_ms, parent.machine_ms) if parent else None
             it.measured["machine_slowdown"] = slower
             speed = "" if slower is None or parent is None else f"; {machine.machine_note(slower, parent.index)}"
         self._save(it)
-        self.observer.note(f"iteration {it.index}: {top.describe()}; {it.reason}{speed}")
+        paired = "" if it.paired is None else f"; {it.paired.describe(it.index)}"
+        self.observer.note(f"iteration {it.index}: {top.describe()}{paired}; {it.reason}{speed}")
+
+    def _keep_or_roll_back(self, it: Iteration, current: Iteration, throughput: float) -> None:
+        """Keep ``it`` when it beat ``current`` by the workload's minimum gain: by the paired check
+        when it measured both, by the two sweeps otherwise."""
+        need = self.workload.analyze.min_gain
+        sweeps = throughput / current.max_throughput - 1 if current.max_throughput > 0 else math.inf
+        ratio = None if it.paired is None else it.paired.ratio
+        if ratio is not None:
+            gain, how = ratio - 1, f"deployed afresh one after the other (the sweeps: {sweeps:+.0%})"
+        else:
+            gain, how = sweeps, "by the sweeps"
+        if gain >= need:
+            it.kept, it.reason = True, f"throughput rose {gain:+.0%} over iteration {current.index} {how} (at least {need:.0%} needed): kept"
+            return
+        it.kept = False
+        it.reason = (
+            f"throughput changed {gain:+.0%} over iteration {current.index} {how} (at least {need:.0%} needed): "
+            f"rolled back to iteration {current.index}"
+        )
+        self.failures[current.index] = self.failures.get(current.index, 0) + 1
+
+    async def _paired_check(self, it: Iteration, parent: Iteration) -> PairedCheck:
+        """``parent`` and then ``it`` deployed afresh (:mod:`.paired`); logs under ``paired/``."""
+        check = PairedCheck(parent.index, parent.max_throughput, None if it.prediction is None else it.prediction.throughput)
+        folder = self.run_dir.iteration(it.index) / "paired"
+        shutil.rmtree(folder, ignore_errors=True)
+        for n, side in enumerate((parent, it)):
+            self.observer.status(f"paired check: deployment {n + 1} of 2 (iteration {side.index})")
+            visit = await self._visit(side, folder / f"{n:02d}")
+            check.visits.append(visit)
+            if visit.error:
+                break
+        return check
 
     # ---- confirming ----------------------------------------------------------------------------
 
@@ -431,14 +465,13 @@ class Analysis:
         for n, index in enumerate(record.pending(), start=len(record.visits)):
             it = self.iterations[index]
             self.observer.status(f"confirming: deployment {n + 1} of {2 * pairs} (iteration {index})")
-            record.visits.append(await self._visit(it, n))
+            record.visits.append(await self._visit(it, self.run_dir.path / "confirmation" / f"{n:02d}"))
             self.run_dir.write_json(CONFIRMATION_FILE, record.to_json())
         self.observer.note(f"confirmation: {record.describe(final.max_throughput / base.max_throughput)}")
 
-    async def _visit(self, it: Iteration, n: int) -> Visit:
+    async def _visit(self, it: Iteration, folder: Path) -> Visit:
         """A fresh deployment of ``it``'s configuration, measured at its peak's client count for
-        :meth:`_visit_windows` windows."""
-        folder = self.run_dir.path / "confirmation" / f"{n:02d}"
+        :meth:`_visit_windows` windows; its processes' logs under ``folder``."""
         clients = int((it.measured or {}).get("clients", 1))
         _, topology = derive(self.base, it.config)
         program = self.run_dir.iteration(it.index) / "program.ded"
@@ -659,12 +692,14 @@ class Analysis:
 
     def shortfall(self) -> float:
         """How far this run's predictions fell short of what was then measured, at most (0 when
-        none did), capped at :data:`MAX_SHORTFALL`: the model's pessimism here, measured."""
-        short = [
-            it.max_throughput / it.prediction.throughput - 1
-            for it in self.iterations
-            if it.status == "measured" and it.prediction is not None and it.prediction.throughput > 0
-        ]
+        none did), capped at :data:`MAX_SHORTFALL`: the model's pessimism here, measured (by the
+        paired check where it measured both sides, at one speed of this machine)."""
+        short = []
+        for it in self.iterations:
+            if it.status != "measured" or it.prediction is None or it.prediction.throughput <= 0:
+                continue
+            paired = None if it.paired is None else it.paired.prediction_error
+            short.append(1 / (1 + paired) - 1 if paired is not None else it.max_throughput / it.prediction.throughput - 1)
         return min(MAX_SHORTFALL, max([0.0, *short]))
 
     def _within_budget(self, config: Configuration) -> Configuration:

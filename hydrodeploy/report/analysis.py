@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt
 from hydrodeploy.bench.measure import Point, drift_flagged, drifted, measured_peak, peak
 from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.optimize.confirm import CONFIRMATION_FILE, Confirmation
+from hydrodeploy.optimize.paired import PairedCheck
 from hydrodeploy.profile.machine import machine_note
 from hydrodeploy.report.load import load_points
 
@@ -132,6 +133,9 @@ def summary(run: Path) -> dict[str, Any]:
                 "p50_ms": None if not measured else round(measured["p50_ms"], 3),
                 "p99_ms": None if not measured else round(measured["p99_ms"], 3),
                 "predicted_throughput": None if it.get("predicted_throughput") is None else round(it["predicted_throughput"], 1),
+                # it and its parent deployed afresh one after the other (:mod:`hydrodeploy.optimize.paired`)
+                "paired_ratio": _rounded((it.get("paired") or {}).get("ratio"), 3),
+                "paired_prediction_error": _rounded((it.get("paired") or {}).get("prediction_error"), 3),
                 "rewrite": _rewrite(it, by_index),
                 "kept": it.get("kept"),
                 "status": it.get("status"),
@@ -157,6 +161,16 @@ def summary(run: Path) -> dict[str, Any]:
         # the base program and the final configuration deployed in turn after the loop (:mod:`hydrodeploy.optimize.confirm`)
         "confirmed_speedup": None if confirmed_speedup is None else round(confirmed_speedup, 3),
     }
+
+
+def _rounded(x: Any, digits: int) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def paired_check(it: Mapping[str, Any]) -> PairedCheck | None:
+    """An iteration's paired check (it and its parent deployed afresh one after the other), if any."""
+    data = it.get("paired")
+    return None if data is None else PairedCheck.from_json(data)
 
 
 def confirmed(run: Path, final: int | None) -> Confirmation | None:
@@ -357,16 +371,28 @@ def _sections(run: Path) -> list[tuple[str, list[Any]]]:
         "the SLO, which the sweep measures again once it has gone past it (one window at the peak is the highest of "
         "several noisy draws)."
     )
+    if any(e["paired_ratio"] is not None for e in data["iterations"]):
+        intro.append(
+            "Paired check: after each rewritten configuration's sweep, the configuration it came from and then it "
+            "were deployed afresh, one after the other, each measured at its peak's client count. Their ratio decided "
+            "whether the rewrite was kept, and judged its prediction at one speed of this machine: the predicted "
+            "ratio (prediction over the parent's sweep, on which it was calibrated) against the measured one "
+            "(\"error, paired\"). \"error, sweeps\" compares the prediction with a sweep made a minute or more "
+            "after the one it was calibrated on."
+        )
     rows = [
         [
             str(e["index"]), str(e["machines"]), _fmt(e["max_throughput"]), _fmt(e["predicted_throughput"]),
             "-" if not (e["predicted_throughput"] and e["max_throughput"]) else f"{e['predicted_throughput'] / e['max_throughput'] - 1:+.0%}",
+            "-" if e["paired_ratio"] is None else f"{e['paired_ratio']:.2f}x",
+            "-" if e["paired_prediction_error"] is None else f"{e['paired_prediction_error']:+.0%}",
             _fmt(e["p50_ms"], ".1f"), _fmt(e["p99_ms"], ".1f"), {True: "kept", False: "rolled back", None: "-"}[e["kept"]],
             e["rewrite"] or "base program",
         ]
         for e in data["iterations"]
     ]  # fmt: skip
-    intro.append(("table", ["#", "machines", "max req/s", "predicted", "error", "p50 ms", "p99 ms", "outcome", "rewrite"], rows))
+    header = ["#", "machines", "max req/s", "predicted", "error, sweeps", "paired ratio", "error, paired", "p50 ms", "p99 ms", "outcome", "rewrite"]
+    intro.append(("table", header, rows))
     out.append(("Summary", intro))
     out.append(
         (
@@ -476,11 +502,14 @@ def _chain_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
                 )
             )
         verification = it.get("verification") or {}
+        paired = paired_check(it)
+        check = "" if paired is None else paired.describe(int(it["index"]))
         outcome = (
             f"Predicted {_fmt(it.get('predicted_throughput'))} requests/s; verified in simulation: "
             f"{verification.get('summary', 'not verified')}; measured {_fmt(measured.get('max_throughput'))} requests/s"
             f"{_drift_note(measured)}. "
-            f"{it.get('reason', '')}."
+            + (f"{check[:1].upper()}{check[1:]}. " if check else "")
+            + f"{it.get('reason', '')}."
         )
         slower = measured.get("machine_slowdown")
         if slower is not None and it.get("parent") is not None:

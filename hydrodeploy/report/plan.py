@@ -311,18 +311,19 @@ def make_plan(path: Path, throughput: float, p99_ms: float | None = None, machin
 def _track_record(run: _Run) -> list[str]:
     """How the run's own predictions compared with what its kept iterations then measured."""
     errors = [
-        (it["index"], it["measured"]["prediction_error"], it["measured"].get("drift"))
+        (it["index"], it["measured"]["prediction_error"], it["measured"].get("drift"), it["measured"].get("paired_prediction_error"))
         for it in run.kept
         if math.isfinite((it.get("measured") or {}).get("prediction_error", math.nan))
     ]
     if not errors:
         return []
 
-    def one(index: int, error: float, drift: float | None) -> str:
+    def one(index: int, error: float, drift: float | None, paired: float | None) -> str:
         moved = f" measured while the deployment {drift_moved(drift)}" if drift_flagged(drift) else ""
-        return f"{error:+.0%} (iteration {index}){moved}"
+        check = "" if paired is None else f" and {paired:+.0%} deployed back to back with its parent"
+        return f"{error:+.0%} (iteration {index}){check}{moved}"
 
-    listed = ", ".join(one(i, e, d) for i, e, d in errors)
+    listed = ", ".join(one(*e) for e in errors)
     return [f"this run's predictions against what its kept iterations measured: {listed}"]
 
 

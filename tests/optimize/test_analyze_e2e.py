@@ -102,6 +102,33 @@ def test_the_speedup_is_confirmed_by_deploying_base_and_final_in_turn(analyzed: 
     assert all((analyzed / "confirmation" / f"{n:02d}" / "logs").is_dir() for n in range(4))
 
 
+def test_the_rewrite_is_kept_or_rolled_back_on_a_paired_check_against_its_parent(analyzed: Path) -> None:
+    it = json.loads((analyzed / "iterations" / "01" / "iteration.json").read_text())
+    if it["status"] != "measured":  # rejected in simulation: never deployed
+        return
+    base = json.loads((analyzed / "iterations" / "00" / "iteration.json").read_text())
+    paired = it["paired"]
+    # the parent deployed afresh first, then the rewrite, each at its own peak's client count
+    assert [v["iteration"] for v in paired["visits"]] == [0, 1]
+    assert [v["clients"] for v in paired["visits"]] == [base["measured"]["clients"], it["measured"]["clients"]]
+    for visit in paired["visits"]:
+        assert visit["error"] == "" and len(visit["throughputs"]) == 2 and all(t > 0 for t in visit["throughputs"])
+    parent, rewritten = (sum(v["throughputs"]) / 2 for v in paired["visits"])
+    assert paired["ratio"] == pytest.approx(rewritten / parent)
+    # the prediction, calibrated on the base's sweep, judged against the ratio measured back to back
+    assert paired["parent_peak"] == base["measured"]["max_throughput"]
+    predicted_ratio = it["predicted_throughput"] / base["measured"]["max_throughput"]
+    assert it["measured"]["paired_prediction_error"] == pytest.approx(predicted_ratio / paired["ratio"] - 1)
+    assert it["kept"] is (paired["ratio"] >= 1.05)
+    assert "deployed afresh one after the other" in it["reason"]
+    summary = json.loads((analyzed / "summary.json").read_text())
+    assert summary["iterations"][1]["paired_ratio"] == round(paired["ratio"], 3)
+    report = (analyzed / "report.md").read_text()
+    assert "Paired check (deployed afresh, one after the other): iteration 0" in report
+    assert "| error, paired |" in report
+    assert all((analyzed / "iterations" / "01" / "paired" / f"{n:02d}" / "logs").is_dir() for n in range(2))
+
+
 def test_report_re_renders_from_the_files_alone(analyzed: Path, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     shutil.copytree(analyzed, copy, ignore=shutil.ignore_patterns("*.png", "report.*", "summary.json"))
