@@ -487,7 +487,10 @@ class Analysis:
                 visit.throughputs.append(point.throughput)
                 visit.p99_ms.append(point.p99_ms)
             if bench.deployment.failure is None:
-                await asyncio.shield(bench.stop())
+                final = await asyncio.shield(bench.stop())
+                # every node's counters (rule firings: an election, say), for reading a window that stalled
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "final_metrics.json").write_text(json.dumps(final, indent=1))
         except ProcessFailure:
             raise
         except DeployError as exc:

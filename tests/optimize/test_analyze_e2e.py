@@ -126,7 +126,12 @@ def test_the_rewrite_is_kept_or_rolled_back_on_a_paired_check_against_its_parent
     report = (analyzed / "report.md").read_text()
     assert "Paired check (deployed afresh, one after the other): iteration 0" in report
     assert "| error, paired |" in report
-    assert all((analyzed / "iterations" / "01" / "paired" / f"{n:02d}" / "logs").is_dir() for n in range(2))
+    for n in range(2):
+        folder = analyzed / "iterations" / "01" / "paired" / f"{n:02d}"
+        assert (folder / "logs").is_dir()
+        # every node's counters at the end of the deployment: the leader's requests among them
+        final = json.loads((folder / "final_metrics.json").read_text())
+        assert final["leader/0"]["facts_in"] > 0
 
 
 def test_report_re_renders_from_the_files_alone(analyzed: Path, tmp_path: Path) -> None:
