@@ -8,8 +8,11 @@
    host's cores); predict the best few with the performance simulation; choose the highest.
 4. Stop when no candidate is predicted to raise throughput by the workload's minimum gain.
    Otherwise verify the chosen configuration against the base program in simulation, deploy it,
-   measure it, record predicted against measured, keep it when throughput rose by the minimum
-   gain, roll back otherwise (and try the next choice), and go to 3.
+   measure it, deploy its parent and then it afresh back to back (:mod:`.paired`), record
+   predicted against measured, keep it when that pair shows the minimum gain, roll back
+   otherwise (and try the next choice), and go to 3.
+5. Deploy the base program and the final configuration in turn to confirm the speed-up
+   (:mod:`.confirm`).
 
 Everything is written to the run directory as it happens (``iterations/NN/iteration.json``,
 ``decision.json``, point and profile files, ``state.json``); ``--resume`` continues from there:
@@ -48,7 +51,15 @@ from hydrodeploy.optimize.candidates import (
 )
 from hydrodeploy.optimize.choose import ComponentTerm, Placement, place
 from hydrodeploy.optimize.config import Configuration, derive
-from hydrodeploy.optimize.confirm import CONFIRMATION_FILE, VISIT_WINDOWS, Confirmation, Visit
+from hydrodeploy.optimize.confirm import (
+    CONFIRMATION_FILE,
+    RAMP_FROM,
+    RAMP_WINDOWS,
+    VISIT_WINDOWS,
+    Confirmation,
+    Visit,
+    ramp_counts,
+)
 from hydrodeploy.optimize.costmodel import (
     MAX_SIM_CLIENTS,
     Calibration,
@@ -303,7 +314,8 @@ class Analysis:
 
     def _confirmation_s(self) -> float:
         """About how long the confirmation after the loop takes."""
-        per_deployment = DEPLOY_S + self._visit_windows() * (self.windows.total_s + 1.0)
+        ramp = (math.log2(RAMP_FROM) + 1) * (RAMP_WINDOWS.total_s + 1.0)  # at most four steps
+        per_deployment = DEPLOY_S + ramp + self._visit_windows() * (self.windows.total_s + 1.0)
         return 2 * self.workload.analyze.confirm_pairs * per_deployment
 
     def _visit_windows(self) -> int:
@@ -470,7 +482,8 @@ class Analysis:
         self.observer.note(f"confirmation: {record.describe(final.max_throughput / base.max_throughput)}")
 
     async def _visit(self, it: Iteration, folder: Path) -> Visit:
-        """A fresh deployment of ``it``'s configuration, measured at its peak's client count for
+        """A fresh deployment of ``it``'s configuration, brought up to its peak's client count
+        through short unmeasured windows (:func:`~.confirm.ramp_counts`), then measured there for
         :meth:`_visit_windows` windows; its processes' logs under ``folder``."""
         clients = int((it.measured or {}).get("clients", 1))
         _, topology = derive(self.base, it.config)
@@ -482,6 +495,8 @@ class Analysis:
         visit = Visit(it.index, clients, [], [])
         try:
             await bench.start()
+            for n in ramp_counts(clients):
+                await bench.point(-1, n, RAMP_WINDOWS, self.workload.clients)
             for repeat in range(self._visit_windows()):
                 point, _ = await bench.point(repeat, clients, self.windows, self.workload.clients, repeat)
                 visit.throughputs.append(point.throughput)

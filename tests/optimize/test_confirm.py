@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hydrodeploy.optimize.confirm import Confirmation, Visit
+from hydrodeploy.optimize.confirm import Confirmation, Visit, ramp_counts
 
 
 def _visit(iteration: int, *throughputs: float) -> Visit:
@@ -84,3 +84,17 @@ def test_the_record_survives_its_file(pairs: int, started: float, measured: list
     again = Confirmation.from_json(json.loads(json.dumps(record.to_json())))
     assert again == record
     assert again.speedup == record.speedup
+
+
+def test_a_fresh_deployment_is_ramped_up_by_doubling_from_an_eighth_of_its_clients() -> None:
+    assert ramp_counts(4096) == [512, 1024, 2048]
+    assert ramp_counts(100) == [12, 24, 48, 96]  # never reaching the measured count itself
+    assert ramp_counts(7) == []  # too few clients to be a burst
+
+
+@given(st.integers(min_value=1, max_value=1 << 20))
+def test_a_ramp_rises_below_the_measured_count(clients: int) -> None:
+    ramp = ramp_counts(clients)
+    assert all(0 < n < clients for n in ramp)
+    assert ramp == sorted(set(ramp))
+    assert len(ramp) <= 4
