@@ -358,10 +358,10 @@ def test_heavy_reordering(seed: int) -> None:
 def test_an_election_slower_than_the_failure_detection_window_completes(seed: int, one_way_ms: tuple[float, float]) -> None:
     """Phase-1 round trips of 600-800 ms and of 1.4-1.8 s, longer than the 500 ms check_leader
     window (a deployment's elections are this slow when acceptors send long logs to proposers on
-    small CPU quotas): the candidate waits longer at every attempt and holds off while replies for
-    its ballot arrive, and the other proposer holds off while it hears the higher candidate.
-    Restarting at every window instead, with both proposers timing out together, neither was ever
-    elected; waiting a fixed two windows, the slower network never elected one either."""
+    small CPU quotas): a candidate waits longer at every attempt and holds off while replies for
+    its ballot arrive. Restarting at every window instead, with both proposers timing out
+    together, neither was ever elected; waiting a fixed two windows, the slower network never
+    elected one either."""
     slow = Network(min_delay_ms=one_way_ms[0], max_delay_ms=one_way_ms[1], loss=0.0)
     run = simulate(seed, network=slow, workload=Workload(clients=4, requests=40, timeout_ms=10_000.0))
     check(run)
