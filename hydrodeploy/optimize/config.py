@@ -85,6 +85,16 @@ class Configuration:
         """The chain as a ``--steps`` file for ``hydrodeploy rewrite``."""
         return "".join(f"{s}\n" for s in self.steps())
 
+    def identity(self) -> str:
+        """The chain with every component a decoupling made named by its place in the chain: two
+        configurations alike but for the numbers that made their new names unique
+        (``proposer_broadcaster3``, ``proposer_broadcaster4``) are the same configuration."""
+        text = self.steps_text()
+        made = sorted(enumerate(d.name for d in self.decouplings), key=lambda e: -len(e[1]))
+        for index, name in made:
+            text = text.replace(name, f"<new {index}>")
+        return text
+
     def to_json(self) -> dict[str, Any]:
         return {
             "decouplings": [

@@ -248,8 +248,9 @@ class Analysis:
         return kept[-1] if kept else None
 
     def tried(self) -> dict[str, int]:
-        """The configurations measured so far (steps text), each with its last iteration."""
-        return {it.config.steps_text(): it.index for it in self.iterations}
+        """The configurations measured so far (:meth:`~.config.Configuration.identity`), each with
+        its last iteration."""
+        return {it.config.identity(): it.index for it in self.iterations}
 
     # ---- the loop -------------------------------------------------------------------------------
 
@@ -638,11 +639,11 @@ class Analysis:
         evaluated = self._evaluate_structures(current, neck, best, candidates, calibration)
         tried = self.tried()
         for e in evaluated:
-            earlier = tried.get(e["config"].steps_text())
+            earlier = tried.get(e["config"].identity())
             if earlier is not None:
                 e["skipped"] = f"measured before (iteration {earlier})"
         ranked = sorted(
-            (e for e in evaluated if e["placement"].status == "optimal" and e["config"].steps_text() not in tried),
+            (e for e in evaluated if e["placement"].status == "optimal" and e["config"].identity() not in tried),
             key=lambda e: (-_bucket(e["placement"].throughput), -e["ceiling"]),
         )
         # the current structure re-placed answers the measured bottleneck directly (its cost fitted to

@@ -17,7 +17,13 @@ from hydrodeploy.optimize.candidates import (
     structures,
 )
 from hydrodeploy.optimize.choose import SLACK, ComponentTerm, cheapest, host_per_request, place
-from hydrodeploy.optimize.config import Configuration, Partitioning, derive, rule_identity
+from hydrodeploy.optimize.config import (
+    Configuration,
+    Decoupling,
+    Partitioning,
+    derive,
+    rule_identity,
+)
 from hydrodeploy.optimize.costmodel import RuntimeFit, _pooled, fit_runtime, inprocess_scales
 from hydrodeploy.optimize.evaluate import StructureCosts
 from hydrodeploy.optimize.loop import _fit_measured, _structure_reason
@@ -348,3 +354,24 @@ def test_only_rules_that_sent_at_the_best_point_count_as_sending() -> None:
     window = WindowProfile(0, 512, 5000.0, 3.0, 0.3, (node,))
     names = ["numbered#1", "p2a#1", "p2a#2", "p1a#1"]
     assert _sending_rules(window, "proposer/1", names) == {"p2a#1"}
+
+
+def _chain(broadcaster: str, rules: tuple[str, ...] = ("p2a#0",)) -> Configuration:
+    """Paxos's proposer: a collector, then a broadcaster named ``broadcaster``, which another
+    decoupling splits again; the collector partitioned."""
+    return Configuration(
+        (
+            Decoupling("proposer", ("vote#0", "votes#0"), "proposer_collector", "asymmetric"),
+            Decoupling("proposer", rules, broadcaster, "functional"),
+            Decoupling("proposer", (f"proposal_to_{broadcaster}#0",), f"proposer_proposal_to_{broadcaster}", "functional"),
+        ),
+        (Partitioning("proposer_collector", "id", 2),),
+    )
+
+
+def test_configurations_alike_but_for_their_new_names_numbers_are_the_same() -> None:
+    # the loop measured the first, rolled it back, and must not measure the second as new
+    assert _chain("proposer_broadcaster3").identity() == _chain("proposer_broadcaster4").identity()
+    assert _chain("proposer_broadcaster3").steps_text() != _chain("proposer_broadcaster4").steps_text()
+    assert _chain("proposer_broadcaster3").identity() != _chain("proposer_broadcaster3", ("p2a#1",)).identity()
+    assert _chain("proposer_broadcaster3").identity() != _chain("proposer_broadcaster3").with_partitions([]).identity()
