@@ -418,7 +418,6 @@ class Analysis:
             it.measured["prediction_error"] = error
             if it.paired is not None:
                 it.measured["paired_prediction_error"] = it.paired.prediction_error
-                it.measured["paired_speed"] = it.paired.speed
             slower = machine.slowdown(it.machine_ms, parent.machine_ms) if parent else None
             it.measured["machine_slowdown"] = slower
             speed = "" if slower is None or parent is None else f"; {machine.machine_note(slower, parent.index)}"
