@@ -338,6 +338,36 @@ def test_profiled_rules_are_charged_their_share_of_the_ticks_cpu(monkeypatch: py
     assert [(c.calls, c.ns) for c in ev.counters.values()] == [(2, 150), (2, 150), (0, 0)]
 
 
+def test_a_traced_tick_records_each_rule_runs_work() -> None:
+    ev = evaluator(
+        """
+        .component a
+        .component b
+        a {
+          seen(x) :- in(x).
+          seen(x) :+ seen(x).
+          pair(x, y) :- seen(x), in(y), x < y.
+          out@b(x) :~ pair(x, _), b(b).
+          idle(x) :- other(x).
+        }
+        """
+    )
+    ev.profile = True
+    state = ev.tick(ev.initial_state(), [("in", (1,)), ("in", (2,))]).state
+    ev.trace = []
+    ev.tick(state, [("in", (3,))])
+    heads = {r.number: r.head for r in ev.plan.rules}
+    runs: dict[str, list[tuple[int, int]]] = {}
+    for number, work, derived, ns in ev.trace:
+        assert ns >= 0
+        runs.setdefault(heads[number], []).append((work, derived))
+    # (facts in the relations of the positive atoms, facts derived); seen carries 1 and 2, in brings 3
+    assert sorted(runs["seen"]) == [(1, 1), (3, 3)]  # :- adds 3 to the carried two; :+ carries all three
+    assert runs["pair"] == [(3 + 1, 2)]  # (1, 3) and (2, 3)
+    assert runs["out"] == [(2 + 1, 2)]  # pair's two and b's one; one message per x
+    assert "idle" not in runs  # its atom has no facts: it does not run
+
+
 def test_async_rules_send_each_message_once_per_tick() -> None:
     ev = evaluator(
         """

@@ -8,6 +8,14 @@ throughput of any configuration.
   squares on every node of every point measured so far, busy nodes weighted most
   (:func:`fit_runtime`): each node's CPU minus what its evaluator spent, against what the node
   received, sent, logged and ticked;
+- the evaluator's CPU in this process as a function of its work (:func:`fit_inprocess`): every
+  rule's seconds per run, per fact in the relations of its positive atoms and per fact derived,
+  and the work around the rules per tick, per fact received and per rule run, fitted on the runs
+  of one simulation of the measured configuration timed as it ran. Every later simulation charges
+  these, not its own timings, so the same calibration predicts the same throughput for the same
+  configuration every time (timed runs varied 10-23% from one prediction to the next, the
+  closed loop amplifying the timing noise). Rules a rewrite generates are fitted when first
+  simulated, on the scale of the fitted ones (:func:`with_fits`);
 - the evaluator's CPU on the cluster against the same evaluation in this process
   (:func:`inprocess_scales`): the measured configuration runs in the performance simulation at
   its best point's client count, and each rule's cluster CPU per request at that point over its
@@ -194,6 +202,82 @@ def inprocess_scales(best: WindowProfile, names: Mapping[str, Sequence[str]], po
     return scale, per_rule, around
 
 
+FIT_MAX_SAMPLES = 4000  # runs of one rule a fit uses (evenly spaced)
+FIT_TRIM = 0.02  # the share of runs furthest above a first fit dropped before the second (a run preempted here)
+
+
+def _fit_runs(rows: Sequence[Sequence[float]], ys: Sequence[float]) -> list[float]:
+    """Non-negative least squares of seconds against ``rows``, fitted twice: the second time
+    without the runs the first fit underestimated most (:data:`FIT_TRIM`)."""
+    if len(rows) > FIT_MAX_SAMPLES:
+        step = len(rows) / FIT_MAX_SAMPLES
+        picked = [int(i * step) for i in range(FIT_MAX_SAMPLES)]
+        rows, ys = [rows[i] for i in picked], [ys[i] for i in picked]
+    if len(rows) < 4:
+        return [sum(ys) / len(ys)] + [0.0] * (len(rows[0]) - 1)
+    coef, _ = _nnls(rows, ys)
+    a = np.array(rows, dtype=float)
+    residual = np.array(ys, dtype=float) - a @ np.array(coef)
+    keep = residual <= np.quantile(residual, 1 - FIT_TRIM)
+    coef, _ = _nnls(a[keep].tolist(), np.array(ys, dtype=float)[keep].tolist())
+    return coef
+
+
+def fit_inprocess(samples: perfsim.Samples, ticks: perfsim.TickSamples) -> tuple[dict[str, list[float]], list[float]]:
+    """Each rule's CPU in this process as a function of its work - seconds per run, per fact in
+    the relations of its positive atoms, per fact derived - and the evaluator's work around the
+    rules per tick, per fact received and per rule run; fitted on timed runs. Simulations charged
+    these (:attr:`TickCosts.rule_fit`) rather than each run's own timing give the same result
+    for the same configuration every time: timings here vary by 10-20% from one simulation to
+    the next, and a closed loop amplifies that into different batches."""
+    fits = {
+        rule: _fit_runs([[1.0, float(work), float(derived)] for work, derived, _ in runs], [s for _, _, s in runs])
+        for rule, runs in samples.items()
+        if rule and runs
+    }
+    book = _fit_runs([[1.0, float(n), float(r)] for n, r, _ in ticks], [s for _, _, s in ticks]) if ticks else [0.0, 0.0, 0.0]
+    return fits, book
+
+
+def _fitted(rule: Sequence[float], work: int, derived: int) -> float:
+    return rule[0] + rule[1] * work + rule[2] * derived
+
+
+def with_fits(
+    costs: TickCosts,
+    program: ir.Program,
+    topology: Topology,
+    quotas: Mapping[str, float | None],
+    period_s: float,
+    clients: int,
+    base_file: str | None,
+    timeout_ms: float | None = None,
+) -> TickCosts:
+    """``costs`` with an in-process cost function for every rule of ``program`` (:func:`fit_inprocess`).
+    Rules without one (a rewrite generated them) are timed in a simulation of ``program`` at
+    ``clients``; their fits are scaled by how much slower the rules already fitted ran in that
+    simulation than their fits say (this process's speed drifts), so that every fit is on one scale.
+    A rule that never ran there gets the median run's cost."""
+    names = {k for ids in identities(program, base_file).values() for k in ids}
+    missing = names - costs.rule_fit.keys()
+    if not missing and costs.bookkeeping_fit:
+        return costs
+    samples, ticks = perfsim.sample_costs(
+        program, topology, costs, quotas, period_s, clients, base_file, SIM_WARMUP_S, SIM_MEASURE_S, timeout_ms
+    )
+    fits, book = fit_inprocess(samples, ticks)
+    known = [(costs.rule_fit[k], runs) for k, runs in samples.items() if k in costs.rule_fit]
+    expected = sum(_fitted(fit, w, d) for fit, runs in known for w, d, _ in runs)
+    timed = sum(s for _, runs in known for _, _, s in runs)
+    speed = expected / timed if expected > 0 and timed > 0 else 1.0
+    runs = sorted(s for r in samples.values() for _, _, s in r)
+    typical = [speed * runs[len(runs) // 2] if runs else 0.0, 0.0, 0.0]
+    merged = dict(costs.rule_fit)
+    for name in missing:
+        merged[name] = [speed * c for c in fits[name]] if name in fits else typical
+    return replace(costs, rule_fit=merged, bookkeeping_fit=costs.bookkeeping_fit or [speed * c for c in book])
+
+
 def _pooled(points: Sequence[SimPoint]) -> SimPoint:
     """Simulations of one configuration as one: their windows, requests and in-process CPU added up."""
     seconds = sum(p.seconds for p in points)
@@ -289,6 +373,7 @@ def calibrate(
         bookkeeping_fact_in=book_fact,
     )
     eff = effective_quotas(quotas, runtime)
+    costs = with_fits(costs, program, topology, eff, period_s, best.clients, base_file, timeout_ms)
     for _ in range(SCALE_ROUNDS):  # the first round's batches come from unscaled costs; the next from its scales
         points = [
             perfsim.simulate_point(
@@ -394,6 +479,7 @@ def load_point(
     is chaotic: one run may move requests in large waves, another not); the load with the highest
     throughput (beyond it, requests only queue, or move in convoys)."""
     eff = effective_quotas(quotas, calibration.runtime)
+    costs = with_fits(calibration.costs, program, topology, eff, calibration.period_s, clients, calibration.base_file, timeout_ms)
     best: SimPoint | None = None
     tried: set[int] = set()
     for factor in loads:
@@ -404,7 +490,7 @@ def load_point(
         points = []
         for seed in range(seeds):
             run = perfsim.simulate_point(
-                program, topology, calibration.costs, eff, calibration.period_s, n, calibration.base_file,
+                program, topology, costs, eff, calibration.period_s, n, calibration.base_file,
                 SIM_WARMUP_S, SIM_MEASURE_S, timeout_ms, seed,
             )  # fmt: skip
             points.append(run)

@@ -4,7 +4,8 @@ The deterministic simulator (:mod:`hydrodeploy.simulate`) runs the real compiled
 each tick also *takes time*, as it does on the cluster:
 
 - its CPU is the cluster's CPU for the same work: every rule's CPU in this process on the tick's
-  actual facts, times that rule's ratio of cluster CPU to in-process CPU measured at calibration
+  actual facts (as fitted to its work, :attr:`TickCosts.rule_fit`, else as timed while it ran),
+  times that rule's ratio of cluster CPU to in-process CPU measured at calibration
   (the ratio of all measured rules together for a rule that never ran on the cluster, one a
   rewrite generated); the evaluator's own work around the rules, in this process, times its
   ratio; the runtime's cost per message received and sent, per frame, per tick, per durable log
@@ -75,6 +76,9 @@ class TickCosts:
     rule_call: dict[str, float] = field(default_factory=dict)  # rule identity -> seconds per evaluation
     bookkeeping_tick: float = 0.0  # the evaluator's work around the rules, per tick (fitted)
     bookkeeping_fact_in: float = 0.0  # and per fact received
+    # in-process CPU as a function of the work (:func:`fit_inprocess`); empty: timed as the ticks run
+    rule_fit: dict[str, list[float]] = field(default_factory=dict)  # identity -> seconds per run, per input fact, per fact derived
+    bookkeeping_fit: list[float] = field(default_factory=list)  # seconds per tick, per fact received, per rule run
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +149,7 @@ class PerfSimulation(Simulation):
         timeout_ms: float | None = None,
         seed: int = 0,
         client_processes: int = 2,
+        collect: bool = False,
     ) -> None:
         delay_ms = costs.delay_s * 1000
         self.client_processes = client_processes
@@ -162,6 +167,11 @@ class PerfSimulation(Simulation):
         }
         self.evaluate_s = 0.0
         self.node_evaluate: dict[str, float] = {}  # in-process evaluate CPU per node, unscaled
+        self.rule_totals: dict[str, list[float]] = {}  # identity -> [in-process CPU s, facts derived]
+        # with ``collect``: every rule run's (facts in, facts derived, elapsed s), and every tick's
+        # (facts received, rules run, elapsed s around the rules), for :func:`fit_inprocess`
+        self.samples: dict[str, list[tuple[int, int, float]]] | None = {} if collect else None
+        self.tick_samples: list[tuple[int, int, float]] = []
         self.costs = costs
         self.budgets = {a: _Budget(quotas.get(a), period_s) for a in self.nodes}
         self.free_at: dict[str, float] = dict.fromkeys(self.nodes, 0.0)  # ms
@@ -203,29 +213,45 @@ class PerfSimulation(Simulation):
         node.tick_scheduled = False
         inbox, node.pending = node.pending[:MAX_TICK_FACTS], node.pending[MAX_TICK_FACTS:]
         timers, node.fired = node.fired, set()
-        counters = node.evaluator.counters
-        before = {n: (c.calls, c.ns) for n, c in counters.items()}
+        trace: list[tuple[int, int, int, int]] = []
+        node.evaluator.trace = trace
         c0 = CPU_CLOCK()
         result = node.evaluator.tick(node.state, inbox, sorted(timers))
         evaluate = (CPU_CLOCK() - c0) / 1e9
-        self.evaluate_s += evaluate
-        self.node_evaluate[node.address] = self.node_evaluate.get(node.address, 0.0) + evaluate
         node.state = result.state
         node.last_db = result.db
         node.ticks += 1
         costs = self.costs
         names = self.identities.get(node.component, [])
+        fits = costs.rule_fit
         cpu = 0.0
-        rules = 0.0  # in-process CPU of the rules that ran
-        for number, c in counters.items():
-            calls0, ns0 = before[number]
-            if c.calls == calls0:
-                continue
-            ns = (c.ns - ns0) / 1e9
-            rules += ns
+        timed = 0.0  # elapsed in the rules, as they ran here
+        here = 0.0  # in-process CPU of the rules: as fitted, else as they ran
+        for number, work, derived, ns in trace:
             name = names[number] if number < len(names) else ""
-            cpu += ns * costs.rule_scale.get(name, costs.evaluate_scale)
-        cpu += max(0.0, evaluate - rules) * costs.bookkeeping_scale
+            elapsed = ns / 1e9
+            timed += elapsed
+            fit = fits.get(name)
+            rule_s = elapsed if fit is None else fit[0] + fit[1] * work + fit[2] * derived
+            here += rule_s
+            totals = self.rule_totals.get(name)
+            if totals is None:
+                self.rule_totals[name] = [rule_s, float(derived)]
+            else:
+                totals[0] += rule_s
+                totals[1] += derived
+            if self.samples is not None:
+                self.samples.setdefault(name, []).append((work, derived, elapsed))
+            cpu += rule_s * costs.rule_scale.get(name, costs.evaluate_scale)
+        around = max(0.0, evaluate - timed)
+        if self.samples is not None:
+            self.tick_samples.append((len(inbox), len(trace), around))
+        book = costs.bookkeeping_fit
+        if book:
+            around = book[0] + book[1] * len(inbox) + book[2] * len(trace)
+        cpu += around * costs.bookkeeping_scale
+        self.evaluate_s += here + around
+        self.node_evaluate[node.address] = self.node_evaluate.get(node.address, 0.0) + here + around
         frames = {self._endpoint(dst) for dst, _, _ in result.outbox}
         cpu += (
             costs.tick
@@ -265,15 +291,9 @@ class PerfSimulation(Simulation):
         return self._completed
 
     def rule_cpu(self) -> dict[str, tuple[float, float]]:
-        """Per rule identity, CPU seconds and facts derived so far, all nodes, in this process."""
-        out: dict[str, tuple[float, float]] = {}
-        for node in self.nodes.values():
-            names = self.identities.get(node.component, [])
-            for number, c in node.evaluator.counters.items():
-                if number < len(names):
-                    cpu, facts = out.get(names[number], (0.0, 0.0))
-                    out[names[number]] = (cpu + c.ns / 1e9, facts + c.facts)
-        return out
+        """Per rule identity, CPU seconds (as fitted, else as timed) and facts derived so far, all
+        nodes, in this process."""
+        return {name: (cpu, facts) for name, (cpu, facts) in self.rule_totals.items() if name}
 
 
 def simulate_point(
@@ -300,6 +320,37 @@ def simulate_point(
     finally:
         if collecting:
             gc.enable()
+
+
+Samples = dict[str, list[tuple[int, int, float]]]  # rule identity -> (facts in, facts derived, seconds) per run
+TickSamples = list[tuple[int, int, float]]  # per tick: (facts received, rules run, seconds around the rules)
+
+
+def sample_costs(
+    program: ir.Program,
+    topology: Topology,
+    costs: TickCosts,
+    quotas: Mapping[str, float | None],
+    period_s: float,
+    clients: int,
+    base_file: str | None,
+    warmup_s: float,
+    measure_s: float,
+    timeout_ms: float | None = None,
+    seed: int = 0,
+) -> tuple[Samples, TickSamples]:
+    """Every rule run and tick of one closed-loop point, timed as it ran in this process (the
+    rules' fitted costs in ``costs`` only shape the batches)."""
+    sim = PerfSimulation(program, topology, costs, quotas, period_s, clients, base_file, timeout_ms, seed, collect=True)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _run_point(sim, clients, warmup_s * 1000, (warmup_s + measure_s) * 1000, measure_s)
+    finally:
+        if collecting:
+            gc.enable()
+    assert sim.samples is not None
+    return sim.samples, sim.tick_samples
 
 
 def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float, measure_s: float) -> SimPoint:

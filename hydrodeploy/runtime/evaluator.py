@@ -96,6 +96,14 @@ class _Indexes:
 _NOTHING: frozenset[Fact] = frozenset()
 
 
+def _inputs(db: dict[str, set[Fact]], relations: tuple[str, ...]) -> int:
+    """Facts in ``relations`` (a rule's positive atoms): what a rule's work grows with."""
+    n = 0
+    for rel in relations:
+        n += len(db.get(rel, ()))
+    return n
+
+
 def _fault(rule: CompiledRule, exc: Exception) -> RuntimeFault:
     """A rule's function raised ``exc`` (a Python function or an operator failed on this data)."""
     return RuntimeFault(f"{rule.describe()} failed: {type(exc).__name__}: {exc}")
@@ -113,6 +121,10 @@ class NodeEvaluator:
         self.plan = plan
         self.address = address
         self.profile = profile
+        # when a list (and profiling), every rule run appends (rule number, facts in its positive
+        # atoms' relations, facts it derived, elapsed ns): the performance simulation fits each
+        # rule's cost to this (:mod:`hydrodeploy.optimize.perfsim`)
+        self.trace: list[tuple[int, int, int, int]] | None = None
         self.counters = {r.number: RuleCounters() for r in plan.rules}
         plan.bind_routing(topology.route_component, topology.route_partition)
         static: dict[str, set[Fact]] = {rel: set(facts) for rel, facts in plan.facts.items()}
@@ -214,6 +226,7 @@ class NodeEvaluator:
     def tick(self, state: NodeState, inbox: Iterable[tuple[str, Fact]], timers: Iterable[str] = ()) -> TickResult:
         plan = self.plan
         profile = self.profile
+        trace = self.trace
         clock = WALL_CLOCK
         timed: list[tuple[RuleCounters, int]] = []  # profiling: the rules run, with their elapsed ns
         if profile:
@@ -278,7 +291,10 @@ class NodeEvaluator:
                 counters.calls += 1
                 counters.facts += len(target) - before
                 if profile:
-                    timed.append((counters, clock() - start))
+                    elapsed = clock() - start
+                    timed.append((counters, elapsed))
+                    if trace is not None:
+                        trace.append((rule.number, _inputs(db, requires), len(target) - before, elapsed))
 
         carried: dict[str, set[Fact]] = {}
         for rule, fn, requires, counters, finish, head in self._next_steps:
@@ -303,7 +319,10 @@ class NodeEvaluator:
                 counters.calls += 1
                 counters.facts += len(out)
                 if profile:
-                    timed.append((counters, clock() - start))
+                    elapsed = clock() - start
+                    timed.append((counters, elapsed))
+                    if trace is not None:
+                        trace.append((rule.number, _inputs(db, requires), len(out), elapsed))
                 if out:
                     previous = carried.get(head)
                     if previous is None:
@@ -355,7 +374,10 @@ class NodeEvaluator:
                 counters.calls += 1
                 counters.facts += len(sent)
                 if profile:
-                    timed.append((counters, clock() - start))
+                    elapsed = clock() - start
+                    timed.append((counters, elapsed))
+                    if trace is not None:
+                        trace.append((rule.number, _inputs(db, requires), len(sent), elapsed))
                 for dest, values in sent:
                     if not isinstance(dest, str):
                         raise RuntimeFault(f"{rule.describe()}: destination {dest!r} is not an address")
@@ -448,3 +470,5 @@ class NodeEvaluator:
         if self.profile:
             share = (WALL_CLOCK() - start) // len(rules)
             timed.extend((self.counters[rule.number], share) for rule in rules)
+            if self.trace is not None:
+                self.trace.extend((rule.number, _inputs(db, rule.requires), 0, share) for rule in rules)

@@ -3,6 +3,7 @@ the performance simulation."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,14 @@ from hydrodeploy.optimize.config import (
     derive,
     rule_identity,
 )
-from hydrodeploy.optimize.costmodel import RuntimeFit, _pooled, fit_runtime, inprocess_scales
+from hydrodeploy.optimize.costmodel import (
+    RuntimeFit,
+    _pooled,
+    fit_inprocess,
+    fit_runtime,
+    inprocess_scales,
+    with_fits,
+)
 from hydrodeploy.optimize.evaluate import StructureCosts
 from hydrodeploy.optimize.loop import _fit_measured, _structure_reason
 from hydrodeploy.optimize.perfsim import (
@@ -268,6 +276,58 @@ def test_performance_simulation_charges_in_process_cpu_scaled_per_rule() -> None
         here = sum(cpu for cpu, _ in point.rule_cpu.values())
         # what the nodes ran in the window: the rules' CPU in this process, scaled (log-normal noise, window edges)
         assert sum(point.busy.values()) * point.seconds == pytest.approx(scale * here, rel=0.1)
+
+
+def test_in_process_fits_recover_each_rules_cost_from_its_work() -> None:
+    import random
+
+    rng = random.Random(7)
+    runs = []
+    for _ in range(2000):
+        work, derived = rng.randrange(0, 500), rng.randrange(0, 50)
+        seconds = 2e-6 + 0.3e-6 * work + 1e-6 * derived
+        if rng.random() < 0.01:
+            seconds += 5e-3  # preempted: dropped by the second fit
+        runs.append((work, derived, seconds * rng.uniform(0.95, 1.05)))
+    ticks = [(n, r, 10e-6 + 0.5e-6 * n + 0.2e-6 * r) for n in range(0, 256, 8) for r in (5, 20)]
+    fits, book = fit_inprocess({"a": runs, "b": [(3, 1, 4e-6)]}, ticks)
+    assert fits["a"] == pytest.approx([2e-6, 0.3e-6, 1e-6], rel=0.1)
+    assert fits["b"] == pytest.approx([4e-6, 0.0, 0.0])  # too few runs to fit: their mean per run
+    assert book == pytest.approx([10e-6, 0.5e-6, 0.2e-6], rel=1e-3)
+
+
+def test_simulations_with_fitted_costs_repeat_exactly() -> None:
+    base = load_program(VOTING)
+    program, topology = derive(base, Configuration())
+    quotas = {a: 0.05 for _, a, _ in topology.addresses()}
+    timed = TickCosts(evaluate_scale=1.0, msg_in=1e-6, msg_out=1e-6, frame_out=10e-6, tick=50e-6, log_record=0.0)
+    costs = with_fits(timed, program, topology, quotas, 0.02, 32, base.path)
+    ids = {rule_identity(b.component, r, base.path) for b in program.blocks for r in b.rules}
+    assert ids <= costs.rule_fit.keys() and len(costs.bookkeeping_fit) == 3
+    assert with_fits(costs, program, topology, quotas, 0.02, 32, base.path) is costs  # nothing left to fit
+    first, second = (simulate_point(program, topology, costs, quotas, 0.02, 32, base.path, 0.2, 0.4) for _ in range(2))
+    assert first.throughput > 0 and first.busy["leader/0"] > 0
+    assert (first.throughput, first.busy, first.rule_cpu) == (second.throughput, second.busy, second.rule_cpu)
+
+
+def test_rules_a_rewrite_adds_are_fitted_on_the_scale_of_the_known_ones() -> None:
+    base = load_program(VOTING)
+    parent, parent_topology = derive(base, Configuration())
+    quotas = {a: 0.05 for _, a, _ in parent_topology.addresses()}
+    timed = TickCosts(evaluate_scale=1.0, msg_in=1e-6, msg_out=1e-6, frame_out=10e-6, tick=50e-6, log_record=0.0)
+    fitted = with_fits(timed, parent, parent_topology, quotas, 0.02, 32, base.path)
+    # as if the calibration had run while this process was three times slower than now
+    slow = replace(fitted, rule_fit={k: [3 * c for c in v] for k, v in fitted.rule_fit.items()})
+    config = Configuration(decouplings=(Decoupling("leader", ("ballot#1",), "leader_broadcaster", "functional"),))
+    program, topology = derive(base, config)
+    child_quotas = {a: 0.05 for _, a, _ in topology.addresses()}
+    child = with_fits(slow, program, topology, child_quotas, 0.02, 32, base.path)
+    new = {rule_identity(b.component, r, base.path) for b in program.blocks for r in b.rules} - fitted.rule_fit.keys()
+    assert new, "the decoupling adds a forwarding rule"
+    assert all(child.rule_fit[k] == slow.rule_fit[k] for k in fitted.rule_fit)  # known fits stay
+    alone = with_fits(fitted, program, topology, child_quotas, 0.02, 32, base.path)
+    ratios = [child.rule_fit[k][0] / alone.rule_fit[k][0] for k in new if alone.rule_fit[k][0] > 0]
+    assert ratios and all(1.5 < r < 6 for r in ratios)  # timings vary here; the scale is the known rules'
 
 
 def test_in_process_scales_compare_cluster_and_simulation_per_request() -> None:
