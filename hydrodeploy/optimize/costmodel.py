@@ -86,6 +86,7 @@ class RuntimeFit:
     node: float  # cores every node uses regardless of load
     rows: int = 0
     rms_error: float = 0.0  # cores, over the fitted rows
+    frame_in: float = 0.0  # per frame received (authenticating, decoding, the event loop's turn)
 
 
 def _nnls(rows: Sequence[Sequence[float]], ys: Sequence[float], weights: Sequence[float] | None = None) -> tuple[list[float], float]:
@@ -106,7 +107,10 @@ def _evaluate(n: NodeProfile) -> float:
 
 def fit_runtime(profiles: Iterable[WindowProfile]) -> RuntimeFit:
     """Fit the runtime's costs: every node's CPU outside its evaluator against messages in and
-    out, frames out, ticks, log records and fsyncs, plus a constant per node; rows are weighted by the
+    out, frames out and in, ticks, log records and fsyncs, plus a constant per node. Frames in
+    apart from messages in: a frame costs its authentication, its decoding's setup and a turn of
+    the event loop whatever it carries, so a node receiving large frames pays far less per
+    message than one receiving a frame per request. Rows are weighted by the
     square of the node's saturation (the nodes near their quota decide the throughput)."""
     rows: list[list[float]] = []
     ys: list[float] = []
@@ -115,16 +119,15 @@ def fit_runtime(profiles: Iterable[WindowProfile]) -> RuntimeFit:
         for n in profile.nodes:
             if n.cpu <= 0:
                 continue
-            rows.append(
-                [n.msgs_in_per_s, n.msgs_out_per_s, n.frames_out_per_s, n.ticks_per_s, n.log_records_per_s, n.fsyncs_per_s, 1.0]
-            )
+            work = [n.msgs_in_per_s, n.msgs_out_per_s, n.frames_out_per_s, n.ticks_per_s, n.log_records_per_s, n.fsyncs_per_s]
+            rows.append([*work, 1.0, n.frames_in_per_s])
             ys.append(max(0.0, n.cpu - _evaluate(n)))
             weights.append(0.05 + n.saturation**2)  # busy nodes decide throughput: fit them best
     if len(rows) < 2:
         raise ValueError("too few measured nodes to fit the runtime's costs")
     coef, rms = _nnls(rows, ys, weights)
-    msg_in, msg_out, frame_out, tick, log_record, fsync, node = coef
-    return RuntimeFit(msg_in, msg_out, frame_out, tick, log_record, fsync, node, rows=len(rows), rms_error=rms)
+    msg_in, msg_out, frame_out, tick, log_record, fsync, node, frame_in = coef
+    return RuntimeFit(msg_in, msg_out, frame_out, tick, log_record, fsync, node, len(rows), rms, frame_in)
 
 
 @dataclass(frozen=True)
@@ -363,6 +366,7 @@ def calibrate(
         msg_in=runtime.msg_in,
         msg_out=runtime.msg_out,
         frame_out=runtime.frame_out,
+        frame_in=runtime.frame_in,
         tick=runtime.tick,
         log_record=runtime.log_record,
         fsync_cpu=runtime.fsync,

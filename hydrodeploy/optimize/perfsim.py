@@ -67,6 +67,7 @@ class TickCosts:
     fsync_s: float = 0.0  # wall time of one fsync
     fsync_cpu: float = 0.0  # CPU of one fsync
     delay_s: float = 0.0002  # one-way message delay, with the receiver's wake-up
+    frame_in: float = 0.0  # per frame received
     client_delay_s: float = 0.0002  # a client's turnaround from a reply to its next request
     rule_scale: dict[str, float] = field(default_factory=dict)  # rule identity -> cluster CPU per in-process CPU
     bookkeeping_scale: float = 1.0  # cluster CPU per in-process CPU of the evaluator's work around the rules
@@ -172,6 +173,9 @@ class PerfSimulation(Simulation):
         # (facts received, rules run, elapsed s around the rules), for :func:`fit_inprocess`
         self.samples: dict[str, list[tuple[int, int, float]]] | None = {} if collect else None
         self.tick_samples: list[tuple[int, int, float]] = []
+        # frames arrived at each node since its last tick: a frame's messages arrive together
+        self.frames_waiting: dict[str, int] = dict.fromkeys(self.nodes, 0)
+        self._last_arrival: dict[str, float] = {}
         self.costs = costs
         self.budgets = {a: _Budget(quotas.get(a), period_s) for a in self.nodes}
         self.free_at: dict[str, float] = dict.fromkeys(self.nodes, 0.0)  # ms
@@ -256,11 +260,13 @@ class PerfSimulation(Simulation):
         cpu += (
             costs.tick
             + costs.msg_in * len(inbox)
+            + costs.frame_in * self.frames_waiting[node.address]
             + costs.msg_out * len(result.outbox)
             + costs.frame_out * len(frames)
             + costs.log_record * len(result.log)
             + (costs.fsync_cpu if result.log else 0.0)
         )
+        self.frames_waiting[node.address] = 0
         cpu *= self.rng.lognormvariate(-CPU_NOISE**2 / 2, CPU_NOISE)  # ticks vary (caches, interrupts); mean 1
         finish_s = self.budgets[node.address].run(self.now_ms / 1000, cpu)
         if result.log:
@@ -279,6 +285,15 @@ class PerfSimulation(Simulation):
                 self._push(at, _Kind.DELIVER, (dst, relation, values))
         if result.changed or node.pending:
             self._schedule_tick(node)
+
+    def _handle(self, kind: int, data: Any) -> None:
+        if kind == _Kind.DELIVER:
+            dst = data[0]
+            if self._last_arrival.get(dst) != self.now_ms:  # the first message of a frame
+                self._last_arrival[dst] = self.now_ms
+                if dst in self.frames_waiting:
+                    self.frames_waiting[dst] += 1
+        super()._handle(kind, data)
 
     def _endpoint(self, address: str) -> str:
         """Where a message goes on the network: a node, or the client process a client lives in

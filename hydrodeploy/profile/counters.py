@@ -47,6 +47,7 @@ class NodeProfile:
     sent: tuple[ChannelRate, ...]
     received: tuple[ChannelRate, ...]
     frames_out_per_s: float = 0.0
+    frames_in_per_s: float = 0.0  # frames received (0 in profiles written before it was counted)
     log_records_per_s: float = 0.0
     fsyncs_per_s: float = 0.0
     fsync_wall_per_s: float = 0.0  # seconds spent waiting in fsync per second
@@ -182,6 +183,7 @@ def node_profile(
         sent=_channels(start["channels"]["sent"], end["channels"]["sent"], wall),
         received=_channels(start["channels"]["received"], end["channels"]["received"], wall),
         frames_out_per_s=(end["channels"]["frames_sent"] - start["channels"]["frames_sent"]) / wall,
+        frames_in_per_s=((end.get("frames") or {}).get("frames", 0) - (start.get("frames") or {}).get("frames", 0)) / wall,
         log_records_per_s=(log1.get("records", 0) - log0.get("records", 0)) / wall,
         fsyncs_per_s=(log1.get("fsyncs", 0) - log0.get("fsyncs", 0)) / wall,
         fsync_wall_per_s=(log1.get("fsync_ns", 0) - log0.get("fsync_ns", 0)) / 1e9 / wall,

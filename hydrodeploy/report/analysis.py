@@ -492,7 +492,8 @@ def _chain_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
                 f"Cost model calibrated on {cal.get('measured_from', '?')}: it reproduced that configuration's "
                 f"{_fmt(cal.get('throughput'))} requests/s as {_fmt(cal.get('modelled'))}; "
                 f"runtime costs per message in {_fmt(cal['runtime']['msg_in'] * 1e6, '.2f')} µs, out "
-                f"{_fmt(cal['runtime']['msg_out'] * 1e6, '.2f')} µs, per frame {_fmt(cal['runtime']['frame_out'] * 1e6, '.1f')} µs, "
+                f"{_fmt(cal['runtime']['msg_out'] * 1e6, '.2f')} µs, per frame out {_fmt(cal['runtime']['frame_out'] * 1e6, '.1f')} µs, in "
+                f"{_fmt(cal['runtime'].get('frame_in', 0.0) * 1e6, '.1f')} µs, "
                 f"per tick {_fmt(cal['runtime']['tick'] * 1e6, '.1f')} µs; rule CPU on the cluster "
                 f"{cal['costs']['evaluate_scale']:.2f}x the same rules in this process."
                 + (

@@ -207,7 +207,7 @@ def test_cfs_budget_runs_a_quota_per_period() -> None:
     assert _Budget(None, 0.01).run(1.0, 0.5) == 1.5
 
 
-def _node(address: str, cpu: float, msgs_in: float, msgs_out: float, ticks: float, rules: float) -> NodeProfile:
+def _node(address: str, cpu: float, msgs_in: float, msgs_out: float, ticks: float, rules: float, frames_in: float = 0.0) -> NodeProfile:
     return NodeProfile(
         address=address,
         component=address.split("/")[0],
@@ -219,6 +219,7 @@ def _node(address: str, cpu: float, msgs_in: float, msgs_out: float, ticks: floa
         sent=(ChannelRate("y", "b", msgs_out, 0.0),),
         received=(ChannelRate("x", "a", msgs_in, 0.0),),
         parts={"evaluate": rules},
+        frames_in_per_s=frames_in,
     )
 
 
@@ -233,6 +234,31 @@ def test_runtime_costs_are_fitted_in_seconds() -> None:
     assert fit.msg_out == pytest.approx(truth.msg_out, rel=1e-3)
     assert fit.tick == pytest.approx(truth.tick, rel=1e-3)
     assert fit.node == pytest.approx(truth.node, rel=1e-3)
+
+
+def test_frames_received_are_fitted_apart_from_the_messages_they_carry() -> None:
+    msg_in, frame_in, node = 0.5e-6, 30e-6, 0.004
+    nodes = []
+    # the same messages in, in frames of 1 to 50 messages: a frame per request costs far more
+    for i, (m_in, frames) in enumerate([(2000, 2000), (2000, 40), (4000, 400), (1000, 1000), (3000, 60), (500, 250)]):
+        nodes.append(_node(f"n{i}/0", msg_in * m_in + frame_in * frames + node + 0.01, m_in, 0.0, 50, 0.01, frames_in=frames))
+    fit = fit_runtime([WindowProfile(0, 1, 1.0, 1.0, 0.5, tuple(nodes))])
+    assert fit.frame_in == pytest.approx(frame_in, rel=1e-3)
+    assert fit.msg_in == pytest.approx(msg_in, rel=1e-3)
+
+
+def test_the_simulation_charges_each_frame_received_once() -> None:
+    base = load_program(VOTING)
+    program, topology = derive(base, Configuration())
+    quotas = dict.fromkeys((a for _, a, _ in topology.addresses()), None)
+    plain = TickCosts(evaluate_scale=0.0, msg_in=0.0, msg_out=0.0, frame_out=0.0, tick=0.0, log_record=0.0, bookkeeping_scale=0.0)
+    framed = replace(plain, frame_in=1e-3)  # a millisecond per frame received, nothing else
+    point = simulate_point(program, topology, framed, quotas, 0.01, 8, base.path, 0.1, 0.3)
+    # a participant receives one ballot per request; in frames of one or more (requests sent together)
+    ballots = point.throughput * point.seconds
+    charged = point.busy["participant/0"] * point.seconds / 1e-3
+    assert 0 < charged <= ballots * 1.1
+    assert sum(point.busy.values()) > 0 and simulate_point(program, topology, plain, quotas, 0.01, 8, base.path, 0.1, 0.3).busy["participant/0"] == 0
 
 
 def test_bottleneck_is_the_most_saturated_node_with_evidence() -> None:

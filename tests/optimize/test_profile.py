@@ -88,6 +88,7 @@ def _metrics(wall: float, cpu: float, ticks: int, rules: list[list[Any]], sent: 
         "facts_in": ticks * 10,
         "rules": rules,
         "channels": {"sent": sent, "received": received, "frames_sent": ticks * 2},
+        "frames": {"frames": ticks * 2 // 5, "bytes": 0, "forged": 0, "malformed": 0, "truncated": 0},
         "log": {"records": 0, "bytes": 0, "fsyncs": 0, "fsync_ns": 0},
         "tick_cpu_ns": {"evaluate": int(cpu * 0.5e9), "log": 0, "send": int(cpu * 0.2e9)},
     }
@@ -103,6 +104,7 @@ def test_node_profile_differences_counters_over_the_window() -> None:
     assert node.rules[0].cpu == pytest.approx(0.01) and node.rules[0].facts_per_s == pytest.approx(300)
     assert node.msgs_out_per_s == pytest.approx(300) and node.msgs_in_per_s == pytest.approx(100)
     assert node.frames_out_per_s == pytest.approx(200)
+    assert node.frames_in_per_s == pytest.approx(40)
     parts = node.runtime_parts()
     assert parts["rules"] == pytest.approx(0.01)
     assert sum(parts.values()) == pytest.approx(node.cpu)
