@@ -62,6 +62,17 @@ def host_busy(before: Any, after: Any) -> float:
     return max(0.0, 1.0 - idle / total) if total > 0 else math.nan
 
 
+def host_steal(before: Any, after: Any) -> float:
+    """The share of the CPU time between two :func:`cpu_times` that the hypervisor gave to other
+    virtual machines (``steal``): on a shared host, the reason a configuration measured slower
+    than it did minutes before. NaN where the kernel does not count it."""
+    if not hasattr(after, "steal"):
+        return math.nan
+    counted = [f for f in after._fields if f not in ("guest", "guest_nice")]
+    total = sum(getattr(after, f) - getattr(before, f) for f in counted)
+    return max(0.0, (after.steal - before.steal) / total) if total > 0 else math.nan
+
+
 class Observer:
     """Progress of an experiment; the CLI renders it. Every method is optional."""
 
@@ -231,7 +242,8 @@ class Bench:
         self.last_window = Window(before, after, throttle_before, throttle_after, host_busy(host_before, host_after))
         # a point is host-saturated when the CPUs its processes run on are (all of them, or the
         # ones the local cluster pinned them to); the cost model counts the whole machine
-        return summarize(index, clients, repeat, raw, usage, host_busy(pinned_before, pinned_after)), raw
+        point = summarize(index, clients, repeat, raw, usage, host_busy(pinned_before, pinned_after), host_steal(host_before, host_after))
+        return point, raw
 
     async def _loads(self, loads: Sequence[tuple[str, dict[str, Any]]], seconds: float) -> list[dict[str, Any]]:
         """Send every client process its load; their results (each at most ``seconds`` + slack

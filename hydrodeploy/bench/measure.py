@@ -27,6 +27,7 @@ UNSTABLE_CV = 0.15
 CLIENT_CPU_SATURATED = 0.9
 LITTLE_TOLERANCE = 0.2
 HOST_CPU_SATURATED = 0.9
+STEAL_NOTICEABLE = 0.05  # share of the CPU time taken by the hypervisor worth a warning
 # a refinement measures between two client counts only when they are further apart than this
 REFINE_MIN_RATIO = 1.2
 # A peak's points at one client count that differ by this much from first to last: the deployment's
@@ -81,6 +82,7 @@ class Point:
     host_cpu: float = math.nan  # busy fraction of the CPUs that ran the processes (all, or those they were pinned to)
     nodes: list[NodeUsage] = field(default_factory=list)
     histogram: bytes = b""
+    host_steal: float = math.nan  # share of this machine's CPU time the hypervisor gave to other guests
 
     @property
     def host_saturated(self) -> bool:
@@ -115,13 +117,14 @@ class Point:
             "host_cpu": round(self.host_cpu, 3),
             "bottleneck": neck.address if neck else "",
             "bottleneck_cpu": round(neck.cpu, 3) if neck else "",
+            "host_steal": round(self.host_steal, 3),
         }
 
 
 CSV_COLUMNS = (
     "point", "clients", "repeat", "throughput", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "mean_ms",
     "completed", "sent", "retries", "duplicates", "cv", "client_cpu", "little_ratio", "unstable",
-    "client_bound", "host_cpu", "bottleneck", "bottleneck_cpu",
+    "client_bound", "host_cpu", "bottleneck", "bottleneck_cpu", "host_steal",
 )
 
 
@@ -189,6 +192,7 @@ def summarize(
     results: Sequence[Mapping[str, Any]],
     nodes: list[NodeUsage],
     host_cpu: float = math.nan,
+    host_steal: float = math.nan,
 ) -> Point:
     """One point from the client processes' ``result`` messages and the nodes' usage."""
     measure = float(results[0]["measure"])
@@ -233,6 +237,7 @@ def summarize(
         host_cpu=host_cpu,
         nodes=nodes,
         histogram=hist.encode(),
+        host_steal=host_steal,
     )
 
 
@@ -344,6 +349,7 @@ def measured_peak(top: Peak) -> dict[str, Any]:
         "point": point.index,
         "host_cpu": point.host_cpu,
         "host_saturated": point.host_saturated,
+        "host_steal": point.host_steal,
     }
 
 

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hydrodeploy.bench.experiment import Bench, Observer, SweepResult, sweep
-from hydrodeploy.bench.measure import Plateau, Point, peak
+from hydrodeploy.bench.measure import STEAL_NOTICEABLE, Plateau, Point, peak
 from hydrodeploy.bench.workload import WorkloadSpec, load_workload
 from hydrodeploy.deploy import ProcessFailure, load_cluster, open_cluster
 from hydrodeploy.deploy.cluster import LOCAL_DEFAULT
@@ -220,6 +220,11 @@ def _bottleneck(point: Point) -> str:
         text += f"; its rule time: {rules}"
     if point.host_saturated:
         text += f"\nwarning: this machine's CPUs were {point.host_cpu:.0%} busy: quotas no longer emulate separate machines"
+    if point.host_steal > STEAL_NOTICEABLE:
+        text += (
+            f"\nwarning: the hypervisor gave {point.host_steal:.0%} of this machine's CPU time to other guests during "
+            "the best point: it measured slower than the machine can run"
+        )
     return text
 
 

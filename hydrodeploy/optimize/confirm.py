@@ -49,6 +49,7 @@ class Visit:
     throughputs: list[float]
     p99_ms: list[float]
     error: str = ""  # why the deployment measured nothing (it failed)
+    steal: list[float] = field(default_factory=list)  # per window: the host's CPU time the hypervisor took
 
 
 @dataclass
@@ -150,7 +151,7 @@ class Confirmation:
 def visit_from_json(data: Mapping[str, Any]) -> Visit:
     return Visit(
         int(data["iteration"]), int(data["clients"]), [float(t) for t in data["throughputs"]],
-        [float(p) for p in data["p99_ms"]], str(data.get("error", "")),
+        [float(p) for p in data["p99_ms"]], str(data.get("error", "")), [float(s) for s in data.get("steal", [])],
     )  # fmt: skip
 
 

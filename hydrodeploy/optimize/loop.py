@@ -501,6 +501,7 @@ class Analysis:
                 point, _ = await bench.point(repeat, clients, self.windows, self.workload.clients, repeat)
                 visit.throughputs.append(point.throughput)
                 visit.p99_ms.append(point.p99_ms)
+                visit.steal.append(point.host_steal)
             if bench.deployment.failure is None:
                 final = await asyncio.shield(bench.stop())
                 # every node's counters (rule firings: an election, say), for reading a window that stalled

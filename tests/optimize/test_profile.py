@@ -159,3 +159,22 @@ def test_missing_perf_is_reported_and_the_counters_carry_on(monkeypatch: pytest.
     }
     blocks = _bottleneck_blocks(tmp_path, [iteration])
     assert any(isinstance(b, str) and "perf did not run: perf is not installed" in b and "counters" in b for b in blocks)
+
+
+def test_the_hypervisors_share_of_a_window_is_recorded_with_the_point() -> None:
+    from collections import namedtuple
+
+    from hydrodeploy.bench.experiment import host_busy, host_steal
+    from hydrodeploy.bench.measure import CSV_COLUMNS, summarize
+
+    Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
+    before = Times(100.0, 0.0, 20.0, 500.0, 0.0, 0.0, 0.0, 10.0, 0.0, 0.0)
+    after = Times(130.0, 0.0, 30.0, 540.0, 0.0, 0.0, 0.0, 30.0, 5.0, 0.0)  # 100 s: 40 busy, 40 idle, 20 stolen
+    assert host_steal(before, after) == pytest.approx(0.2)
+    assert host_busy(before, after) == pytest.approx(0.6)  # stolen time is not idle: the CPUs could not run anything else
+    assert math.isnan(host_steal(namedtuple("T", "user idle")(1.0, 1.0), namedtuple("T", "user idle")(2.0, 2.0)))
+    result = {"measure": 1.0, "bins": [10, 10], "completed_measured": 20, "histogram": b"", "latency_sum_us": 20_000,
+              "cpu": 0.01, "sent": 20, "retries": 0, "duplicates": 0, "unmatched": 0}  # fmt: skip
+    point = summarize(0, 1, 0, [result], [], host_cpu=0.6, host_steal=0.2)
+    row = point.row()
+    assert row["host_steal"] == 0.2 and set(row) == set(CSV_COLUMNS)
