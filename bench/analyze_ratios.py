@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -71,12 +72,28 @@ def describe(run: Path, protocol: str, seconds: float) -> dict[str, Any]:
         "machines": final["machines"],
         "iterations": len(summary["iterations"]),
         "host_cpu": record["measured"].get("host_cpu"),
+        "steal": _steal(run, record),
         "predictions": errors,
         "minutes": seconds / 60,
         "stopped": summary.get("stopped"),
         "chain": final["configuration"],
         "confirmation": _confirmation_text(run, summary),
     }
+
+
+def _steal(run: Path, final: dict[str, Any]) -> str:
+    """The hypervisor's share of this machine's CPU at the final best point and over the
+    confirmation's windows (empty when not recorded: runs made before it was)."""
+    parts = []
+    best = (final.get("measured") or {}).get("host_steal")
+    if best is not None and not math.isnan(best):
+        parts.append(f"{best:.0%} at the final best point")
+    path = run / "confirmation.json"
+    windows = [x for v in json.loads(path.read_text()).get("visits", []) for x in v.get("steal", [])] if path.exists() else []
+    windows = [x for x in windows if not math.isnan(x)]
+    if windows:
+        parts.append(f"{min(windows):.0%}-{max(windows):.0%} over the confirmation's windows")
+    return "; ".join(parts)
 
 
 def _slowdown(run: Path, index: int) -> float | None:
@@ -143,6 +160,8 @@ def main() -> None:
             print(f"    confirmed: {row['confirmation']}")
         print(f"    configuration: {row['chain']}")
         print(f"    machine: {before:.0f} µs of CPU per round-trip side before, {after:.0f} after (bench.event_loop)")
+        if row["steal"]:
+            print(f"    CPU time taken by the hypervisor (steal): {row['steal']}")
         print(f"    stopped: {row['stopped']}", flush=True)
         if args.plan and protocol == "two_pc":
             try:
