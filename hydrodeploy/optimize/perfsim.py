@@ -327,11 +327,14 @@ def simulate_point(
     """One closed-loop point: ``clients`` clients, measured over ``measure_s`` after ``warmup_s``
     of simulated time."""
     sim = PerfSimulation(program, topology, costs, quotas, period_s, clients, base_file, timeout_ms, seed)
-    start_ms, end_ms = warmup_s * 1000, (warmup_s + measure_s) * 1000
+    return _measure(sim, clients, warmup_s, measure_s)
+
+
+def _measure(sim: PerfSimulation, clients: int, warmup_s: float, measure_s: float) -> SimPoint:
     collecting = gc.isenabled()
     gc.disable()  # a collection inside a tick would be charged to that tick, many times over
     try:
-        return _run_point(sim, clients, start_ms, end_ms, measure_s)
+        return _run_point(sim, clients, warmup_s * 1000, (warmup_s + measure_s) * 1000, measure_s)
     finally:
         if collecting:
             gc.enable()
@@ -357,13 +360,7 @@ def sample_costs(
     """Every rule run and tick of one closed-loop point, timed as it ran in this process (the
     rules' fitted costs in ``costs`` only shape the batches)."""
     sim = PerfSimulation(program, topology, costs, quotas, period_s, clients, base_file, timeout_ms, seed, collect=True)
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        _run_point(sim, clients, warmup_s * 1000, (warmup_s + measure_s) * 1000, measure_s)
-    finally:
-        if collecting:
-            gc.enable()
+    _measure(sim, clients, warmup_s, measure_s)
     assert sim.samples is not None
     return sim.samples, sim.tick_samples
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hydrodeploy.language import load_program
+from hydrodeploy.language import ir, load_program
 from hydrodeploy.optimize.bottleneck import find_bottleneck
 from hydrodeploy.optimize.candidates import (
     PartitionOption,
@@ -42,6 +42,7 @@ from hydrodeploy.optimize.perfsim import (
     simulate_point,
 )
 from hydrodeploy.profile.counters import ChannelRate, NodeProfile, RuleProfile, WindowProfile
+from hydrodeploy.runtime.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 VOTING = str(ROOT / "protocols" / "voting.ded")
@@ -322,12 +323,17 @@ def test_in_process_fits_recover_each_rules_cost_from_its_work() -> None:
     assert book == pytest.approx([10e-6, 0.5e-6, 0.2e-6], rel=1e-3)
 
 
-def test_simulations_with_fitted_costs_repeat_exactly() -> None:
+def _fitted_base() -> tuple[ir.Program, ir.Program, Topology, dict[str, float | None], TickCosts]:
+    """Base voting, its program and topology, quotas of 0.05, and costs with every rule fitted."""
     base = load_program(VOTING)
     program, topology = derive(base, Configuration())
-    quotas = {a: 0.05 for _, a, _ in topology.addresses()}
+    quotas: dict[str, float | None] = {a: 0.05 for _, a, _ in topology.addresses()}
     timed = TickCosts(evaluate_scale=1.0, msg_in=1e-6, msg_out=1e-6, frame_out=10e-6, tick=50e-6, log_record=0.0)
-    costs = with_fits(timed, program, topology, quotas, 0.02, 32, base.path)
+    return base, program, topology, quotas, with_fits(timed, program, topology, quotas, 0.02, 32, base.path)
+
+
+def test_simulations_with_fitted_costs_repeat_exactly() -> None:
+    base, program, topology, quotas, costs = _fitted_base()
     ids = {rule_identity(b.component, r, base.path) for b in program.blocks for r in b.rules}
     assert ids <= costs.rule_fit.keys() and len(costs.bookkeeping_fit) == 3
     assert with_fits(costs, program, topology, quotas, 0.02, 32, base.path) is costs  # nothing left to fit
@@ -337,11 +343,7 @@ def test_simulations_with_fitted_costs_repeat_exactly() -> None:
 
 
 def test_rules_a_rewrite_adds_are_fitted_on_the_scale_of_the_known_ones() -> None:
-    base = load_program(VOTING)
-    parent, parent_topology = derive(base, Configuration())
-    quotas = {a: 0.05 for _, a, _ in parent_topology.addresses()}
-    timed = TickCosts(evaluate_scale=1.0, msg_in=1e-6, msg_out=1e-6, frame_out=10e-6, tick=50e-6, log_record=0.0)
-    fitted = with_fits(timed, parent, parent_topology, quotas, 0.02, 32, base.path)
+    base, _, _, _, fitted = _fitted_base()
     # as if the calibration had run while this process was three times slower than now
     slow = replace(fitted, rule_fit={k: [3 * c for c in v] for k, v in fitted.rule_fit.items()})
     config = Configuration(decouplings=(Decoupling("leader", ("ballot#1",), "leader_broadcaster", "functional"),))
