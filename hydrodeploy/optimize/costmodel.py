@@ -265,10 +265,11 @@ def with_fits(
     missing = names - costs.rule_fit.keys()
     if not missing and costs.bookkeeping_fit:
         return costs
-    samples, ticks = perfsim.sample_costs(
-        program, topology, costs, quotas, period_s, clients, base_file, SIM_WARMUP_S, SIM_MEASURE_S, timeout_ms
+    run = perfsim.simulate_point(
+        program, topology, costs, quotas, period_s, clients, base_file, SIM_WARMUP_S, SIM_MEASURE_S, timeout_ms, collect=True
     )
-    fits, book = fit_inprocess(samples, ticks)
+    samples = run.samples
+    fits, book = fit_inprocess(samples, run.tick_samples)
     known = [(costs.rule_fit[k], runs) for k, runs in samples.items() if k in costs.rule_fit]
     expected = sum(_fitted(fit, w, d) for fit, runs in known for w, d, _ in runs)
     timed = sum(s for _, runs in known for _, _, s in runs)

@@ -33,7 +33,7 @@ import gc
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from hydrodeploy.language import ir
@@ -90,6 +90,10 @@ class TickCosts:
         return TickCosts(**{k: v for k, v in data.items() if k in known})
 
 
+Samples = dict[str, list[tuple[int, int, float]]]
+TickSamples = list[tuple[int, int, float]]
+
+
 @dataclass(frozen=True)
 class SimPoint:
     clients: int
@@ -101,6 +105,8 @@ class SimPoint:
     rule_cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # identity -> (CPU s, facts) in this process
     evaluate_cpu: float = 0.0  # CPU s of every tick's evaluation in this process, unscaled
     seconds: float = 0.0  # simulated length of the measured window
+    samples: Samples = field(default_factory=dict)  # collected: rule identity -> (facts in, facts derived, seconds) per run
+    tick_samples: TickSamples = field(default_factory=list)  # collected: per tick (facts received, rules run, seconds around the rules)
 
 
 class _Budget:
@@ -171,8 +177,8 @@ class PerfSimulation(Simulation):
         self.rule_totals: dict[str, list[float]] = {}  # identity -> [in-process CPU s, facts derived]
         # with ``collect``: every rule run's (facts in, facts derived, elapsed s), and every tick's
         # (facts received, rules run, elapsed s around the rules), for :func:`fit_inprocess`
-        self.samples: dict[str, list[tuple[int, int, float]]] | None = {} if collect else None
-        self.tick_samples: list[tuple[int, int, float]] = []
+        self.samples: Samples | None = {} if collect else None
+        self.tick_samples: TickSamples = []
         # frames arrived at each node since its last tick: a frame's messages arrive together
         self.frames_waiting: dict[str, int] = dict.fromkeys(self.nodes, 0)
         self._last_arrival: dict[str, float] = {}
@@ -323,46 +329,20 @@ def simulate_point(
     measure_s: float,
     timeout_ms: float | None = None,
     seed: int = 0,
+    collect: bool = False,
 ) -> SimPoint:
     """One closed-loop point: ``clients`` clients, measured over ``measure_s`` after ``warmup_s``
-    of simulated time."""
-    sim = PerfSimulation(program, topology, costs, quotas, period_s, clients, base_file, timeout_ms, seed)
-    return _measure(sim, clients, warmup_s, measure_s)
-
-
-def _measure(sim: PerfSimulation, clients: int, warmup_s: float, measure_s: float) -> SimPoint:
+    of simulated time. With ``collect``, the point also holds every rule run and tick of the
+    simulation (warm-up included) timed as it ran here, for :func:`~.costmodel.fit_inprocess`."""
+    sim = PerfSimulation(program, topology, costs, quotas, period_s, clients, base_file, timeout_ms, seed, collect=collect)
     collecting = gc.isenabled()
     gc.disable()  # a collection inside a tick would be charged to that tick, many times over
     try:
-        return _run_point(sim, clients, warmup_s * 1000, (warmup_s + measure_s) * 1000, measure_s)
+        point = _run_point(sim, clients, warmup_s * 1000, (warmup_s + measure_s) * 1000, measure_s)
     finally:
         if collecting:
             gc.enable()
-
-
-Samples = dict[str, list[tuple[int, int, float]]]  # rule identity -> (facts in, facts derived, seconds) per run
-TickSamples = list[tuple[int, int, float]]  # per tick: (facts received, rules run, seconds around the rules)
-
-
-def sample_costs(
-    program: ir.Program,
-    topology: Topology,
-    costs: TickCosts,
-    quotas: Mapping[str, float | None],
-    period_s: float,
-    clients: int,
-    base_file: str | None,
-    warmup_s: float,
-    measure_s: float,
-    timeout_ms: float | None = None,
-    seed: int = 0,
-) -> tuple[Samples, TickSamples]:
-    """Every rule run and tick of one closed-loop point, timed as it ran in this process (the
-    rules' fitted costs in ``costs`` only shape the batches)."""
-    sim = PerfSimulation(program, topology, costs, quotas, period_s, clients, base_file, timeout_ms, seed, collect=True)
-    _measure(sim, clients, warmup_s, measure_s)
-    assert sim.samples is not None
-    return sim.samples, sim.tick_samples
+    return point if sim.samples is None else replace(point, samples=sim.samples, tick_samples=sim.tick_samples)
 
 
 def _run_point(sim: PerfSimulation, clients: int, start_ms: float, end_ms: float, measure_s: float) -> SimPoint:
