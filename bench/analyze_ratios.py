@@ -72,7 +72,7 @@ def describe(run: Path, protocol: str, seconds: float) -> dict[str, Any]:
         "machines": final["machines"],
         "iterations": len(summary["iterations"]),
         "host_cpu": record["measured"].get("host_cpu"),
-        "steal": _steal(run, record),
+        "steal": _steal(record),
         "predictions": errors,
         "minutes": seconds / 60,
         "stopped": summary.get("stopped"),
@@ -81,19 +81,11 @@ def describe(run: Path, protocol: str, seconds: float) -> dict[str, Any]:
     }
 
 
-def _steal(run: Path, final: dict[str, Any]) -> str:
-    """The hypervisor's share of this machine's CPU at the final best point and over the
-    confirmation's windows (empty when not recorded: runs made before it was)."""
-    parts = []
+def _steal(final: dict[str, Any]) -> str:
+    """The hypervisor's share of this machine's CPU at the final best point (empty when not
+    recorded: runs made before it was). The confirmation's sentence names it for its windows."""
     best = (final.get("measured") or {}).get("host_steal")
-    if best is not None and not math.isnan(best):
-        parts.append(f"{best:.0%} at the final best point")
-    path = run / "confirmation.json"
-    windows = [x for v in json.loads(path.read_text()).get("visits", []) for x in v.get("steal", [])] if path.exists() else []
-    windows = [x for x in windows if not math.isnan(x)]
-    if windows:
-        parts.append(f"{min(windows):.0%}-{max(windows):.0%} over the confirmation's windows")
-    return "; ".join(parts)
+    return "" if best is None or math.isnan(best) else f"{best:.0%} at the final best point"
 
 
 def _slowdown(run: Path, index: int) -> float | None:

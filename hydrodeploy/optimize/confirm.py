@@ -15,11 +15,13 @@ deployment, so an interrupted confirmation continues where it stopped).
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hydrodeploy.bench.measure import STEAL_NOTICEABLE
 from hydrodeploy.bench.workload import WindowsSpec
 
 CONFIRMATION_FILE = "confirmation.json"
@@ -50,6 +52,7 @@ class Visit:
     p99_ms: list[float]
     error: str = ""  # why the deployment measured nothing (it failed)
     steal: list[float] = field(default_factory=list)  # per window: the host's CPU time the hypervisor took
+    fsync_ms: float | None = None  # the median node's mean fsync of its durable log over the deployment (None: none logged)
 
 
 @dataclass
@@ -128,6 +131,9 @@ class Confirmation:
             parts.append(text)
         if failed is not None:
             parts.append(f"stopped: iteration {failed.iteration} {failed.error}")
+        machine = machine_conditions(self.visits)
+        if machine:
+            parts.append(machine)
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -152,7 +158,32 @@ def visit_from_json(data: Mapping[str, Any]) -> Visit:
     return Visit(
         int(data["iteration"]), int(data["clients"]), [float(t) for t in data["throughputs"]],
         [float(p) for p in data["p99_ms"]], str(data.get("error", "")), [float(s) for s in data.get("steal", [])],
+        None if data.get("fsync_ms") is None else float(data["fsync_ms"]),
     )  # fmt: skip
+
+
+def machine_conditions(visits: Sequence[Visit]) -> str:
+    """What this machine did to the deployments, as far as recorded: the hypervisor's share of
+    the CPU when it was noticeable, and how long the durable logs' fsyncs took (the emulated
+    machines share one disk)."""
+    parts = []
+    steal = [x for v in visits for x in v.steal if not math.isnan(x)]
+    if steal and max(steal) > STEAL_NOTICEABLE:
+        parts.append(f"the hypervisor took up to {max(steal):.0%} of this machine's CPU in a window")
+    fsyncs = [v.fsync_ms for v in visits if v.fsync_ms is not None]
+    if fsyncs:
+        parts.append(f"durable-log fsyncs took {min(fsyncs):.1f}-{max(fsyncs):.1f} ms (the median node of each deployment)")
+    return "; ".join(parts)
+
+
+def median_fsync_ms(final: Mapping[str, Mapping[str, Any]]) -> float | None:
+    """From every node's final counters: the median over the nodes that logged of each one's mean
+    fsync in milliseconds (the emulated machines of a local cluster share this machine's disk:
+    when it slows down, every durable log does). None when no node logged."""
+    means = sorted(
+        n["log"]["fsync_ns"] / n["log"]["fsyncs"] / 1e6 for n in final.values() if (n.get("log") or {}).get("fsyncs")
+    )
+    return means[len(means) // 2] if means else None
 
 
 UNSTEADY = 1.3  # windows of one configuration this far apart (highest over lowest): not steady

@@ -58,6 +58,7 @@ from hydrodeploy.optimize.confirm import (
     VISIT_WINDOWS,
     Confirmation,
     Visit,
+    median_fsync_ms,
     ramp_counts,
 )
 from hydrodeploy.optimize.costmodel import (
@@ -507,6 +508,7 @@ class Analysis:
                 # every node's counters (rule firings: an election, say), for reading a window that stalled
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / "final_metrics.json").write_text(json.dumps(final, indent=1))
+                visit.fsync_ms = median_fsync_ms(final)
         except ProcessFailure:
             raise
         except DeployError as exc:

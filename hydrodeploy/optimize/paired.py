@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hydrodeploy.optimize.confirm import Visit, spread, visit_from_json
+from hydrodeploy.optimize.confirm import Visit, machine_conditions, spread, visit_from_json
 
 
 @dataclass
@@ -97,7 +97,8 @@ class PairedCheck:
         error, predicted = self.prediction_error, self.predicted_ratio
         if error is not None and predicted is not None:
             text += f", predicted {predicted:.2f}x ({error:+.0%})"
-        return text
+        machine = machine_conditions(self.visits)
+        return f"{text} ({machine})" if machine else text
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -98,3 +99,23 @@ def test_a_ramp_rises_below_the_measured_count(clients: int) -> None:
     assert all(0 < n < clients for n in ramp)
     assert ramp == sorted(set(ramp))
     assert len(ramp) <= 4
+
+
+def test_the_machine_conditions_of_the_deployments_are_named() -> None:
+    from hydrodeploy.optimize.confirm import machine_conditions, median_fsync_ms
+
+    final = {
+        "a/0": {"log": {"fsyncs": 10, "fsync_ns": 20_000_000}},  # 2 ms each
+        "b/0": {"log": {"fsyncs": 4, "fsync_ns": 40_000_000}},  # 10 ms
+        "c/0": {"log": {"fsyncs": 5, "fsync_ns": 25_000_000}},  # 5 ms
+        "d/0": {"log": {"fsyncs": 0, "fsync_ns": 0}},  # logs nothing: not counted
+    }
+    assert median_fsync_ms(final) == pytest.approx(5.0)
+    assert median_fsync_ms({"a/0": {"log": {"fsyncs": 0, "fsync_ns": 0}}}) is None
+    quiet = [Visit(0, 8, [100.0], [10.0], steal=[0.01]), Visit(1, 8, [300.0], [10.0], steal=[0.02])]
+    assert machine_conditions(quiet) == ""
+    busy = [Visit(0, 8, [100.0], [10.0], steal=[0.01], fsync_ms=2.5), Visit(1, 8, [30.0], [900.0], steal=[0.2], fsync_ms=40.0)]
+    text = machine_conditions(busy)
+    assert "up to 20% of this machine's CPU" in text and "2.5-40.0 ms" in text
+    record = Confirmation(0, 1, 1, visits=busy)
+    assert text in record.describe(3.0)
