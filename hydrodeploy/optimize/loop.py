@@ -58,6 +58,7 @@ from hydrodeploy.optimize.confirm import (
     VISIT_WINDOWS,
     Confirmation,
     Visit,
+    knee_clients,
     median_fsync_ms,
     ramp_counts,
 )
@@ -76,6 +77,7 @@ from hydrodeploy.optimize.paired import PairedCheck
 from hydrodeploy.profile import machine
 from hydrodeploy.profile.counters import WindowProfile
 from hydrodeploy.profile.session import Measured, TolerantPlateau, profiled_sweep
+from hydrodeploy.report.load import load_points
 from hydrodeploy.report.rundir import RunDirectory
 from hydrodeploy.runtime.topology import Topology, is_client
 from hydrodeploy.simulate import Network, Workload
@@ -463,7 +465,7 @@ class Analysis:
 
     async def _confirm(self) -> None:
         """Deploy the base program and the final configuration in turn and measure each at its
-        peak's client count (:mod:`.confirm`); confirmation.json after every deployment."""
+        sweep's knee (:mod:`.confirm`); confirmation.json after every deployment."""
         pairs = self.workload.analyze.confirm_pairs
         final = self.current()
         base = self.iterations[0] if self.iterations else None
@@ -483,10 +485,12 @@ class Analysis:
         self.observer.note(f"confirmation: {record.describe(final.max_throughput / base.max_throughput)}")
 
     async def _visit(self, it: Iteration, folder: Path) -> Visit:
-        """A fresh deployment of ``it``'s configuration, brought up to its peak's client count
-        through short unmeasured windows (:func:`~.confirm.ramp_counts`), then measured there for
-        :meth:`_visit_windows` windows; its processes' logs under ``folder``."""
-        clients = int((it.measured or {}).get("clients", 1))
+        """A fresh deployment of ``it``'s configuration, brought up to the client count of its
+        sweep's knee (:func:`~.confirm.knee_clients`) through short unmeasured windows
+        (:func:`~.confirm.ramp_counts`), then measured there for :meth:`_visit_windows` windows;
+        its processes' logs under ``folder``."""
+        peak = int((it.measured or {}).get("clients", 1))
+        clients = knee_clients(load_points(self.run_dir.path, it.index), it.max_throughput, peak)
         _, topology = derive(self.base, it.config)
         program = self.run_dir.iteration(it.index) / "program.ded"
         bench = Bench(

@@ -16,6 +16,8 @@ import yaml
 
 from hydrodeploy.cli.main import main
 from hydrodeploy.deploy.local import cgroups_unavailable, pack_cpus
+from hydrodeploy.optimize.confirm import knee_clients
+from hydrodeploy.report.load import load_points
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,6 +83,16 @@ def test_the_loop_measures_the_base_program_and_a_rewrite_it_chose(analyzed: Pat
     assert (analyzed / "calibration" / "profiles").is_dir()
 
 
+def _knee(run: Path, index: int) -> int:
+    """The fewest clients of the iteration's sweep that averaged 95% of its peak (at most the peak's)."""
+    measured = json.loads((run / "iterations" / f"{index:02d}" / "iteration.json").read_text())["measured"]
+    points = load_points(run, index)
+    knee = knee_clients(points, measured["max_throughput"], measured["clients"])
+    at_knee = [p.throughput for p in points if p.clients == knee]
+    assert knee <= measured["clients"] and sum(at_knee) / len(at_knee) >= 0.95 * measured["max_throughput"]
+    return knee
+
+
 def test_the_speedup_is_confirmed_by_deploying_base_and_final_in_turn(analyzed: Path) -> None:
     summary = json.loads((analyzed / "summary.json").read_text())
     record = analyzed / "confirmation.json"
@@ -89,10 +101,9 @@ def test_the_speedup_is_confirmed_by_deploying_base_and_final_in_turn(analyzed: 
         return
     confirmation = json.loads(record.read_text())
     assert [v["iteration"] for v in confirmation["visits"]] == [0, 1, 1, 0]
-    peaks = {e["index"]: json.loads((analyzed / "iterations" / f"{e['index']:02d}" / "iteration.json").read_text())["measured"]["clients"] for e in summary["iterations"]}
     for visit in confirmation["visits"]:
         assert visit["error"] == ""
-        assert visit["clients"] == peaks[visit["iteration"]]
+        assert visit["clients"] == _knee(analyzed, visit["iteration"])
         assert len(visit["throughputs"]) == 2 and all(t > 0 for t in visit["throughputs"])
     base = [t for v in confirmation["visits"] if v["iteration"] == 0 for t in v["throughputs"]]
     final = [t for v in confirmation["visits"] if v["iteration"] == 1 for t in v["throughputs"]]
@@ -108,9 +119,9 @@ def test_the_rewrite_is_kept_or_rolled_back_on_a_paired_check_against_its_parent
         return
     base = json.loads((analyzed / "iterations" / "00" / "iteration.json").read_text())
     paired = it["paired"]
-    # the parent deployed afresh first, then the rewrite, each at its own peak's client count
+    # the parent deployed afresh first, then the rewrite, each at the knee of its own sweep
     assert [v["iteration"] for v in paired["visits"]] == [0, 1]
-    assert [v["clients"] for v in paired["visits"]] == [base["measured"]["clients"], it["measured"]["clients"]]
+    assert [v["clients"] for v in paired["visits"]] == [_knee(analyzed, 0), _knee(analyzed, 1)]
     for visit in paired["visits"]:
         assert visit["error"] == "" and len(visit["throughputs"]) == 2 and all(t > 0 for t in visit["throughputs"])
     parent, rewritten = (sum(v["throughputs"]) / 2 for v in paired["visits"])

@@ -4,6 +4,7 @@ says about a configuration whose windows disagree."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -119,3 +120,20 @@ def test_the_machine_conditions_of_the_deployments_are_named() -> None:
     assert "up to 20% of this machine's CPU" in text and "2.5-40.0 ms" in text
     record = Confirmation(0, 1, 1, visits=busy)
     assert text in record.describe(3.0)
+
+
+def test_fresh_deployments_are_measured_at_the_knee_of_the_sweep() -> None:
+    from types import SimpleNamespace
+
+    from hydrodeploy.optimize.confirm import knee_clients
+
+    def points(*pairs: tuple[int, float]) -> list[Any]:
+        return [SimpleNamespace(clients=n, throughput=t) for n, t in pairs]
+
+    sweep = points((256, 5766), (512, 6944), (1024, 7934), (2048, 8296), (2048, 8100), (4096, 1358))
+    assert knee_clients(sweep, 8198.0, 2048) == 1024  # 7,934 is 97% of the peak's mean
+    assert knee_clients(sweep, 9000.0, 2048) == 2048  # nothing below reached 95%: the peak itself
+    # a count's points are averaged: one lucky window does not make a knee
+    lucky = points((512, 8000), (512, 6000), (1024, 7900), (2048, 8200))
+    assert knee_clients(lucky, 8200.0, 2048) == 1024
+    assert knee_clients([], 100.0, 64) == 64
