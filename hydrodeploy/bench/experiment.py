@@ -57,9 +57,13 @@ def host_busy(before: Any, after: Any) -> float:
     """The busy fraction of the CPUs counted by two :func:`cpu_times` (of the orchestrator's
     machine: where the local cluster's processes run)."""
     idle = (after.idle - before.idle) + (getattr(after, "iowait", 0.0) - getattr(before, "iowait", 0.0))
-    counted = [f for f in after._fields if f not in ("guest", "guest_nice")]  # guest is inside user
-    total = sum(getattr(after, f) - getattr(before, f) for f in counted)
+    total = _elapsed(before, after)
     return max(0.0, 1.0 - idle / total) if total > 0 else math.nan
+
+
+def _elapsed(before: Any, after: Any) -> float:
+    """CPU seconds of every kind between two :func:`cpu_times` (guest time is inside user)."""
+    return float(sum(getattr(after, f) - getattr(before, f) for f in after._fields if f not in ("guest", "guest_nice")))
 
 
 def host_steal(before: Any, after: Any) -> float:
@@ -68,8 +72,7 @@ def host_steal(before: Any, after: Any) -> float:
     than it did minutes before. NaN where the kernel does not count it."""
     if not hasattr(after, "steal"):
         return math.nan
-    counted = [f for f in after._fields if f not in ("guest", "guest_nice")]
-    total = sum(getattr(after, f) - getattr(before, f) for f in counted)
+    total = _elapsed(before, after)
     return max(0.0, (after.steal - before.steal) / total) if total > 0 else math.nan
 
 

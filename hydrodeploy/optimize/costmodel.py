@@ -242,10 +242,6 @@ def fit_inprocess(samples: perfsim.Samples, ticks: perfsim.TickSamples) -> tuple
     return fits, book
 
 
-def _fitted(rule: Sequence[float], work: int, derived: int) -> float:
-    return rule[0] + rule[1] * work + rule[2] * derived
-
-
 def with_fits(
     costs: TickCosts,
     program: ir.Program,
@@ -271,7 +267,7 @@ def with_fits(
     samples = run.samples
     fits, book = fit_inprocess(samples, run.tick_samples)
     known = [(costs.rule_fit[k], runs) for k, runs in samples.items() if k in costs.rule_fit]
-    expected = sum(_fitted(fit, w, d) for fit, runs in known for w, d, _ in runs)
+    expected = sum(perfsim.fitted_cost(fit, w, d) for fit, runs in known for w, d, _ in runs)
     timed = sum(s for _, runs in known for _, _, s in runs)
     speed = expected / timed if expected > 0 and timed > 0 else 1.0
     runs = sorted(s for r in samples.values() for _, _, s in r)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -92,6 +92,12 @@ class TickCosts:
 
 Samples = dict[str, list[tuple[int, int, float]]]
 TickSamples = list[tuple[int, int, float]]
+
+
+def fitted_cost(fit: Sequence[float], first: int, second: int) -> float:
+    """Seconds by a fit of :func:`~.costmodel.fit_inprocess`: per run (or tick), plus per unit of
+    its two measures of work (a rule's facts in and derived; a tick's facts received and rules run)."""
+    return fit[0] + fit[1] * first + fit[2] * second
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,6 @@ class PerfSimulation(Simulation):
             b.component: [rule_identity(b.component, r, base_file) for r in b.rules] for b in program.blocks
         }
         self.evaluate_s = 0.0
-        self.node_evaluate: dict[str, float] = {}  # in-process evaluate CPU per node, unscaled
         self.rule_totals: dict[str, list[float]] = {}  # identity -> [in-process CPU s, facts derived]
         # with ``collect``: every rule run's (facts in, facts derived, elapsed s), and every tick's
         # (facts received, rules run, elapsed s around the rules), for :func:`fit_inprocess`
@@ -242,7 +247,7 @@ class PerfSimulation(Simulation):
             elapsed = ns / 1e9
             timed += elapsed
             fit = fits.get(name)
-            rule_s = elapsed if fit is None else fit[0] + fit[1] * work + fit[2] * derived
+            rule_s = elapsed if fit is None else fitted_cost(fit, work, derived)
             here += rule_s
             totals = self.rule_totals.get(name)
             if totals is None:
@@ -258,10 +263,9 @@ class PerfSimulation(Simulation):
             self.tick_samples.append((len(inbox), len(trace), around))
         book = costs.bookkeeping_fit
         if book:
-            around = book[0] + book[1] * len(inbox) + book[2] * len(trace)
+            around = fitted_cost(book, len(inbox), len(trace))
         cpu += around * costs.bookkeeping_scale
         self.evaluate_s += here + around
-        self.node_evaluate[node.address] = self.node_evaluate.get(node.address, 0.0) + here + around
         frames = {self._endpoint(dst) for dst, _, _ in result.outbox}
         cpu += (
             costs.tick
