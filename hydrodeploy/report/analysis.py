@@ -501,6 +501,13 @@ def _chain_blocks(run: Path, its: Sequence[Mapping[str, Any]]) -> list[Any]:
                     if decision.get("background_cores") is not None
                     else ""
                 )
+                + (
+                    f" The chosen configuration, predicted {_fmt(it.get('predicted_throughput'))}, is "
+                    f"{decision['predicted_gain'] - 1:+.0%} over that {_fmt(cal.get('modelled'))} in the same model: "
+                    "candidates are judged by this gain, on which the model's error cancels."
+                    if decision.get("predicted_gain") is not None
+                    else ""
+                )
             )
         verification = it.get("verification") or {}
         paired = paired_check(it)
