@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from hydrodeploy.runtime import transport as transport_module
 from hydrodeploy.runtime.codec import Fact
-from hydrodeploy.runtime.node import INBOX_LIMIT, Node, NodeSpec, Step
+from hydrodeploy.runtime.node import INBOX_LIMIT, MAX_TICK_FACTS, Node, NodeSpec, Step
 from hydrodeploy.runtime.transport import Directory, Message, Transport
 
 SECRET = bytes(32)
@@ -45,7 +46,7 @@ class Sink:
 
     def step(self, inbox: list[tuple[str, Fact]], timers: list[str]) -> Step:
         assert self.node is not None
-        self.peak = max(self.peak, len(inbox) + len(self.node.inbox))
+        self.peak = max(self.peak, len(inbox) + len(self.node.inbox) + len(self.node.client_inbox))
         self.ids.extend(row[0] for _, row in inbox)
         return Step([], [], False)
 
@@ -53,7 +54,8 @@ class Sink:
         return []
 
 
-def test_a_flooded_node_keeps_its_inbox_bounded_and_loses_nothing() -> None:
+@pytest.mark.parametrize("sender_name", ["s/0", "clients/0"])  # a node; a benchmark client process
+def test_a_flooded_node_keeps_its_inbox_bounded_and_loses_nothing(sender_name: str) -> None:
     total = 60 * FRAME_FACTS
     engine = Sink()
 
@@ -62,7 +64,7 @@ def test_a_flooded_node_keeps_its_inbox_bounded_and_loses_nothing() -> None:
         engine.node = node
         endpoint = await node.transport.listen("127.0.0.1", 0)
         ticking = asyncio.get_running_loop().create_task(node._tick_loop())
-        sender = Transport(SECRET, "s/0", lambda *_: None, Directory({"n/0": endpoint}))
+        sender = Transport(SECRET, sender_name, lambda *_: None, Directory({"n/0": endpoint}))
         for first in range(0, total, FRAME_FACTS):
             sender.send([("n/0", "req", (i, PAYLOAD)) for i in range(first, first + FRAME_FACTS)])
             await sender.wait_writable()
@@ -120,10 +122,10 @@ def test_two_overloaded_nodes_sending_to_each_other_keep_moving(monkeypatch: pyt
     held: set[str] = set()
     hold_reading = Transport.hold_reading
 
-    def spy(self: Transport, hold: bool) -> None:
+    def spy(self: Transport, hold: bool, clients: bool = False) -> None:
         if hold:
             held.add(self.sender)
-        hold_reading(self, hold)
+        hold_reading(self, hold, clients)
 
     monkeypatch.setattr(Transport, "hold_reading", spy)
 
@@ -158,3 +160,84 @@ def test_two_overloaded_nodes_sending_to_each_other_keep_moving(monkeypatch: pyt
     asyncio.run(scenario())
     assert [e.done for e in engines.values()] == [backlog, backlog]
     assert held == {"a/0", "b/0"}
+
+
+class SlowSink(Sink):
+    """A sink that takes a few milliseconds a tick (a node at its CPU quota), and remembers how
+    many client facts it had taken before the tick that took a peer's heartbeat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken_before: int | None = None
+
+    @property
+    def accepts(self) -> Mapping[str, int]:
+        return {"req": 2, "heartbeat": 1}
+
+    def step(self, inbox: list[tuple[str, Fact]], timers: list[str]) -> Step:
+        assert self.node is not None
+        time.sleep(0.004)
+        if any(relation == "heartbeat" for relation, _ in inbox):
+            self.taken_before = len(self.ids)
+        self.ids.extend(row[0] for relation, row in inbox if relation == "req")
+        return Step([], [], False)
+
+
+def test_a_node_behind_on_its_clients_still_hears_its_peers_at_once() -> None:
+    """A Paxos follower flooded with requests it drops must not queue the leader's heartbeats
+    behind them (it would miss a failure-detection window and start an election)."""
+    total = 60 * FRAME_FACTS
+    engine = SlowSink()
+    arrived_before: list[int] = []  # client facts received before the second heartbeat was sent
+
+    async def scenario() -> None:
+        node = Node(spec("n/0"), engine)
+        engine.node = node
+        endpoint = await node.transport.listen("127.0.0.1", 0)
+        ticking = asyncio.get_running_loop().create_task(node._tick_loop())
+        directory = Directory({"n/0": endpoint})
+        clients = Transport(SECRET, "clients/0", lambda *_: None, directory)
+        peer = Transport(SECRET, "leader/0", lambda *_: None, directory)
+        peer.send([("n/0", "heartbeat", (0,))])  # connected and classified before the flood
+        async with asyncio.timeout(30):
+            while engine.taken_before is None:
+                await asyncio.sleep(0.001)
+        engine.taken_before = None
+        for first in range(0, total, FRAME_FACTS):
+            clients.send([("n/0", "req", (i, PAYLOAD)) for i in range(first, first + FRAME_FACTS)])
+            await asyncio.sleep(0)
+        async with asyncio.timeout(30):
+            while len(node.client_inbox) < INBOX_LIMIT:  # the node is far behind its client
+                await asyncio.sleep(0.001)
+        assert node.transport._reading_paused == {False: False, True: True}
+        arrived_before.append(len(engine.ids) + len(node.client_inbox))
+        peer.send([("n/0", "heartbeat", (1,))])
+        async with asyncio.timeout(60):
+            while len(engine.ids) < total:
+                await asyncio.sleep(0.01)
+        node.stopping = True
+        node._wake.set()
+        await ticking
+        await clients.close()
+        await peer.close()
+        await node.transport.close()
+
+    asyncio.run(scenario())
+    assert engine.ids == list(range(total))  # the clients' facts in order, none lost
+    # the heartbeat went into a tick ahead of thousands of client facts that arrived before it
+    assert engine.taken_before is not None and arrived_before[0] > INBOX_LIMIT
+    assert engine.taken_before < arrived_before[0] - 4 * MAX_TICK_FACTS
+
+
+def test_a_tick_takes_what_nodes_sent_before_what_clients_sent() -> None:
+    node = Node(spec("n/0"), Sink())
+    node.client_inbox = [("req", (i, "")) for i in range(MAX_TICK_FACTS + 10)]
+    node.inbox = [("req", (-1, "")), ("req", (-2, ""))]
+    first = node._take()
+    assert [row[0] for _, row in first[:3]] == [-1, -2, 0] and len(first) == MAX_TICK_FACTS
+    assert len(node.client_inbox) == 12 and node.inbox == []
+    node.inbox = [("req", (-3 - i, "")) for i in range(MAX_TICK_FACTS + 1)]
+    second = node._take()
+    assert all(row[0] < 0 for _, row in second) and len(second) == MAX_TICK_FACTS
+    assert len(node.inbox) == 1 and len(node.client_inbox) == 12
+    assert [row[0] for _, row in node._take()] == [-3 - MAX_TICK_FACTS, *range(MAX_TICK_FACTS - 2, MAX_TICK_FACTS + 10)]

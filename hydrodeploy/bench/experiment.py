@@ -36,7 +36,7 @@ from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import Cluster, Deployment, Member, python_module
 from hydrodeploy.language import ir, load_program
 from hydrodeploy.runtime.node import NodeSpec
-from hydrodeploy.runtime.topology import Topology
+from hydrodeploy.runtime.topology import Topology, client_process_name
 from hydrodeploy.simulate.clients import ClientProtocol
 
 START_DELAY_S = 0.3  # between sending a load and its start: every client process gets it first
@@ -170,7 +170,7 @@ class Bench:
             )
             members.append(Member(address, "node", python_module("hydrodeploy.runtime.node"), _node_config(spec)))
         for p in range(client_processes):
-            cspec = ClientSpec(f"clients/{p}", p, client_processes, self.program_path, instances, "", ("", 0), seed=seed)
+            cspec = ClientSpec(client_process_name(p), p, client_processes, self.program_path, instances, "", ("", 0), seed=seed)
             members.append(Member(cspec.name, "clients", python_module("hydrodeploy.bench.client"), cspec.to_config()))
         self.deployment = Deployment(cluster, members, log_dir)
         self.last_window: Window | None = None  # the raw counters of the last measured point

@@ -20,7 +20,8 @@ each tick also *takes time*, as it does on the cluster:
   message delay (varying from frame to frame).
 
 A node ticks when it is free and something is pending, over what arrived meanwhile (at most
-:data:`~hydrodeploy.runtime.node.MAX_TICK_FACTS` facts, as node processes do),
+:data:`~hydrodeploy.runtime.node.MAX_TICK_FACTS` facts, what nodes sent before the clients'
+inputs, as node processes do),
 so batch sizes, ticks per second and queueing come out of the model as they do on the cluster.
 Closed-loop clients number their requests like the benchmark clients do and answer a reply
 after a short turnaround; :func:`simulate_point` gives the throughput, latency and every node's
@@ -39,7 +40,7 @@ from typing import Any
 from hydrodeploy.language import ir
 from hydrodeploy.optimize.config import rule_identity
 from hydrodeploy.runtime.node import MAX_TICK_FACTS
-from hydrodeploy.runtime.topology import Topology, is_client
+from hydrodeploy.runtime.topology import Topology, client_process_name, is_client
 from hydrodeploy.simulate import Network, Simulation, Workload
 from hydrodeploy.simulate.results import RequestRecord, percentile
 from hydrodeploy.simulate.simulation import _Kind
@@ -192,6 +193,7 @@ class PerfSimulation(Simulation):
         self.free_at: dict[str, float] = dict.fromkeys(self.nodes, 0.0)  # ms
         self.tick_counts: dict[str, int] = dict.fromkeys(self.nodes, 0)
         self._sequence: dict[str, int] = {}
+        self._inputs = frozenset(d.relation for d in program.inputs)
 
     def _schedule_tick(self, node: Any) -> None:  # when the node can tick: once it is free
         if not node.tick_scheduled and node.up:
@@ -226,7 +228,7 @@ class PerfSimulation(Simulation):
 
     def _tick(self, node: Any) -> None:
         node.tick_scheduled = False
-        inbox, node.pending = node.pending[:MAX_TICK_FACTS], node.pending[MAX_TICK_FACTS:]
+        inbox = self._take(node)
         timers, node.fired = node.fired, set()
         trace: list[tuple[int, int, int, int]] = []
         node.evaluator.trace = trace
@@ -305,11 +307,24 @@ class PerfSimulation(Simulation):
                     self.frames_waiting[dst] += 1
         super()._handle(kind, data)
 
+    def _take(self, node: Any) -> list[tuple[str, tuple[Any, ...]]]:
+        """A tick's facts as a node process takes them: at most :data:`MAX_TICK_FACTS`, what nodes
+        sent first (here: every relation but the program's inputs, which only clients send)."""
+        pending = node.pending
+        if len(pending) <= MAX_TICK_FACTS:
+            node.pending = []
+            return pending  # type: ignore[no-any-return]
+        inputs = self._inputs
+        ordered = [f for f in pending if f[0] not in inputs]
+        ordered.extend(f for f in pending if f[0] in inputs)
+        node.pending = ordered[MAX_TICK_FACTS:]
+        return ordered[:MAX_TICK_FACTS]
+
     def _endpoint(self, address: str) -> str:
         """Where a message goes on the network: a node, or the client process a client lives in
         (client ``n`` in process ``n mod P``, as the benchmark clients are spread)."""
         if is_client(address):
-            return f"clients/{int(address.rsplit('/', 1)[1]) % self.client_processes}"
+            return client_process_name(int(address.rsplit("/", 1)[1]) % self.client_processes)
         return address
 
     def completed_count(self) -> int:

@@ -8,8 +8,9 @@ deployment secret travels there, never on the command line). The process
 2. on ``start`` (which carries the :class:`~hydrodeploy.runtime.transport.Directory`) starts its
    timers and ticks: whenever facts are pending, a timer fired or the carried state changed, it
    evaluates one tick over what arrived since the previous one (at most :data:`MAX_TICK_FACTS`
-   facts; the rest wait for the next tick, and above :data:`INBOX_LIMIT` waiting facts the node
-   stops reading until its ticks catch up), appends the tick's
+   facts, what other nodes sent before what benchmark clients sent; the rest wait for the next
+   tick, and above :data:`INBOX_LIMIT` waiting facts of either kind the node stops reading that
+   kind until its ticks catch up), appends the tick's
    ``.log`` facts to its durable log with one write and one fsync, and sends the tick's messages
    as one frame per destination endpoint;
 3. answers ``metrics`` with its counters (per-rule CPU and firings, messages and bytes per
@@ -47,7 +48,7 @@ from hydrodeploy.runtime import eventloop, gcpolicy, tickrecord
 from hydrodeploy.runtime.codec import Fact
 from hydrodeploy.runtime.evaluator import NodeEvaluator
 from hydrodeploy.runtime.plan import compile_component
-from hydrodeploy.runtime.topology import Topology
+from hydrodeploy.runtime.topology import Topology, is_client_process
 from hydrodeploy.runtime.transport import (
     Directory,
     Groups,
@@ -71,6 +72,12 @@ MAX_TICK_FACTS = 256
 # 10,000 facts a second), and what arrives waits behind this backlog, not behind everything sent.
 INBOX_LIMIT = 8 * MAX_TICK_FACTS
 INBOX_RESUME = 2 * MAX_TICK_FACTS
+# What the deployment's nodes send goes into a tick before what benchmark clients send, and is
+# held back apart from it: new requests wait, work in flight does not. Past its capacity, a Paxos
+# follower that queued heartbeats behind thousands of requests it was going to drop missed a
+# whole failure-detection window and started an election that stalled the deployment (22
+# November); requests queued ahead of the votes and commits of earlier ones also keep the state
+# of unfinished requests growing. (Any delivery order is one the network could have produced.)
 
 
 @dataclass(frozen=True)
@@ -237,7 +244,8 @@ class Node:
         self.transport = Transport(self.secret, spec.address, self._on_data)
         self.log = DurableLog(spec.durable_log)
         self.recorder = tickrecord.recorder_from_env(spec)
-        self.inbox: list[tuple[str, Fact]] = []
+        self.inbox: list[tuple[str, Fact]] = []  # what nodes sent, waiting
+        self.client_inbox: list[tuple[str, Fact]] = []  # what benchmark client processes sent, waiting
         self.fired: set[str] = set()
         self.changed = False
         self.ticks = 0
@@ -262,7 +270,8 @@ class Node:
         me = self.spec.address
         received = self.transport.channels.received
         total_rows = sum(len(g[2]) for g in groups) or 1
-        inbox = self.inbox
+        clients = is_client_process(sender)
+        inbox = self.client_inbox if clients else self.inbox
         for dest, relation, rows in groups:
             arity = accepts.get(relation)
             if dest != me or arity is None:
@@ -283,7 +292,7 @@ class Node:
         if inbox:
             self._wake.set()
             if len(inbox) > INBOX_LIMIT:
-                self.transport.hold_reading(True)
+                self.transport.hold_reading(True, clients)
 
     # ---- timers -------------------------------------------------------------------------------
 
@@ -310,16 +319,11 @@ class Node:
     async def _tick_loop(self) -> None:
         engine = self.engine
         while not self.stopping:
-            if not (self.inbox or self.fired or self.changed):
+            if not (self.inbox or self.client_inbox or self.fired or self.changed):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if len(self.inbox) > MAX_TICK_FACTS:
-                inbox, self.inbox = self.inbox[:MAX_TICK_FACTS], self.inbox[MAX_TICK_FACTS:]
-            else:
-                inbox, self.inbox = self.inbox, []
-            if len(self.inbox) <= INBOX_RESUME:
-                self.transport.hold_reading(False)
+            inbox = self._take()
             timers = sorted(self.fired)
             self.fired = set()
             if self.recorder is not None:
@@ -343,6 +347,25 @@ class Node:
             self.changed = step.changed
             await self.transport.wait_writable()
             await asyncio.sleep(0)  # let the network callbacks fill the next inbox
+
+    def _take(self) -> list[tuple[str, Fact]]:
+        """The next tick's facts: what nodes sent first, then what clients sent, at most
+        :data:`MAX_TICK_FACTS`; reading resumes for a kind whose backlog fell to :data:`INBOX_RESUME`."""
+        peers, clients = self.inbox, self.client_inbox
+        if len(peers) >= MAX_TICK_FACTS:
+            taken, self.inbox = peers[:MAX_TICK_FACTS], peers[MAX_TICK_FACTS:]
+        else:
+            room = MAX_TICK_FACTS - len(peers)
+            if len(clients) > room:
+                taken, self.client_inbox = peers + clients[:room], clients[room:]
+            else:
+                taken, self.client_inbox = (peers + clients if peers else clients), []
+            self.inbox = []
+        if len(self.inbox) <= INBOX_RESUME:
+            self.transport.hold_reading(False)
+        if len(self.client_inbox) <= INBOX_RESUME:
+            self.transport.hold_reading(False, True)
+        return taken
 
     # ---- control ------------------------------------------------------------------------------
 

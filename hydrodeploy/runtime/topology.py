@@ -20,6 +20,7 @@ from hydrodeploy.language import ir
 from hydrodeploy.runtime.values import stable_hash
 
 CLIENT_PREFIX = "client/"
+CLIENT_PROCESS_PREFIX = "clients/"  # the name a benchmark client process sends under
 
 
 def instance_address(component: str, index: int) -> str:
@@ -36,6 +37,15 @@ def partition_address(logical: str, index: int) -> str:
 
 def is_client(address: Any) -> bool:
     return isinstance(address, str) and address.startswith(CLIENT_PREFIX)
+
+
+def client_process_name(index: int) -> str:
+    """The process that hosts clients ``index``, ``index + P``, ... of ``P`` client processes."""
+    return f"{CLIENT_PROCESS_PREFIX}{index}"
+
+
+def is_client_process(sender: str) -> bool:
+    return sender.startswith(CLIENT_PROCESS_PREFIX)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ destination endpoint. A peer that cannot be reached loses the messages sent to i
 packet); the transport retries the connection at most every :data:`RECONNECT_S` seconds.
 Backpressure goes both ways: :meth:`Transport.wait_writable` waits while a peer does not take what
 was sent to it, and a process holding its reads (:meth:`Transport.hold_reading`) lets TCP make its
-senders wait.
+senders wait. Reads are held apart for the connections of benchmark client processes and for the
+rest (the deployment's nodes): a node behind on its clients' requests still hears its peers.
 
 :class:`ControlChannel` is the framed, authenticated request/response channel between a process
 and the orchestrator; :class:`ThreadControlChannel` is the same connection served from a thread
@@ -28,7 +29,7 @@ from typing import Any, cast
 
 from hydrodeploy.runtime import codec
 from hydrodeploy.runtime.codec import DecodeStats, Fact, FrameDecoder
-from hydrodeploy.runtime.topology import CLIENT_PREFIX
+from hydrodeploy.runtime.topology import CLIENT_PREFIX, is_client_process
 
 Endpoint = tuple[str, int]
 Message = tuple[str, str, Fact]  # (destination address, relation, values)
@@ -100,12 +101,16 @@ class _Incoming(asyncio.Protocol):
         self.nonce = codec.new_nonce()
         self.decoder = FrameDecoder(owner.secret, owner.decode_stats, nonce=self.nonce)
         self.transport: asyncio.Transport | None = None
+        # whether a benchmark client process sends on it (known from its first DATA frame; until
+        # then it is read as a node's)
+        self.from_clients = False
+        self.classified = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self.transport.write(codec.encode_hello(self.owner.secret, self.nonce))
         self.owner._incoming.add(self)
-        if self.owner._reading_paused:
+        if self.owner._reading_paused[False]:
             self.transport.pause_reading()
 
     def set_reading(self, reading: bool) -> None:
@@ -121,6 +126,10 @@ class _Incoming(asyncio.Protocol):
         for frame in self.decoder.feed(data):
             if frame.kind == codec.DATA:
                 sender, groups = frame.body
+                if not self.classified:
+                    self.classified = True
+                    self.from_clients = is_client_process(sender)
+                    self.set_reading(not self.owner._reading_paused[self.from_clients])
                 self.owner.on_data(sender, groups, frame.size)
             else:
                 self.owner.decode_stats.malformed += 1  # control frames do not belong here
@@ -201,8 +210,10 @@ class Transport:
         self._down_until: dict[Endpoint, float] = {}
         self._writable = asyncio.Event()
         self._writable.set()
-        self._hold = False  # the owner asked to stop reading (hold_reading)
-        self._reading_paused = False  # incoming connections are paused
+        # per kind of sender (True: client processes, False: the rest): the owner asked to stop
+        # reading (hold_reading), and reading is paused
+        self._hold = {False: False, True: False}
+        self._reading_paused = {False: False, True: False}
 
     async def listen(self, host: str, port: int = 0) -> Endpoint:
         loop = asyncio.get_running_loop()
@@ -293,21 +304,25 @@ class Transport:
         if not self._writable.is_set():
             await self._writable.wait()
 
-    def hold_reading(self, hold: bool) -> None:
-        """Stop (``True``) or resume reading DATA from every incoming connection; held, the kernel's
-        buffers fill and TCP makes the senders wait. While this process's own sends wait for a
-        peer (:meth:`wait_writable`) it reads anyway: two processes each holding its reads while
+    def hold_reading(self, hold: bool, clients: bool = False) -> None:
+        """Stop (``True``) or resume reading DATA from the incoming connections of benchmark client
+        processes (``clients``) or of everything else; held, the kernel's buffers fill and TCP
+        makes those senders wait. While this process's own sends wait for a peer
+        (:meth:`wait_writable`) it reads anyway: two processes each holding its reads while
         waiting to send to the other would never move again."""
-        if hold != self._hold:
-            self._hold = hold
+        if hold != self._hold[clients]:
+            self._hold[clients] = hold
             self._update_reading()
 
     def _update_reading(self) -> None:
-        paused = self._hold and self._writable.is_set()
-        if paused != self._reading_paused:
-            self._reading_paused = paused
-            for inc in self._incoming:
-                inc.set_reading(not paused)
+        writable = self._writable.is_set()
+        for clients in (False, True):
+            paused = self._hold[clients] and writable
+            if paused != self._reading_paused[clients]:
+                self._reading_paused[clients] = paused
+                for inc in self._incoming:
+                    if inc.from_clients == clients:
+                        inc.set_reading(not paused)
 
     def buffered(self) -> int:
         """Bytes written but not yet handed to the kernel, over all outgoing connections."""

@@ -263,6 +263,29 @@ def test_the_simulation_charges_each_frame_received_once() -> None:
     assert sum(point.busy.values()) > 0 and simulate_point(program, topology, plain, quotas, 0.01, 8, base.path, 0.1, 0.3).busy["participant/0"] == 0
 
 
+def test_the_simulation_takes_what_nodes_sent_before_the_clients_inputs() -> None:
+    """As node processes do (:meth:`hydrodeploy.runtime.node.Node._take`): a leader behind on its
+    clients' requests counts the votes of earlier ones first."""
+    from types import SimpleNamespace
+
+    from hydrodeploy.optimize.perfsim import PerfSimulation
+    from hydrodeploy.runtime.node import MAX_TICK_FACTS
+
+    base = load_program(VOTING)
+    program, topology = derive(base, Configuration())
+    quotas = dict.fromkeys((a for _, a, _ in topology.addresses()), None)
+    costs = TickCosts(evaluate_scale=1.0, msg_in=0.0, msg_out=0.0, frame_out=0.0, tick=0.0, log_record=0.0)
+    sim = PerfSimulation(program, topology, costs, quotas, 0.01, 8, base.path)
+    requests = [("client_in", (f"client/{i}", i, "")) for i in range(MAX_TICK_FACTS + 5)]
+    votes = [("vote", ("client/0", 0, "", "participant/1")), ("vote", ("client/0", 0, "", "participant/2"))]
+    leader = SimpleNamespace(pending=[*requests[:3], votes[0], *requests[3:], votes[1]])
+    taken = sim._take(leader)
+    assert taken == [*votes, *requests[: MAX_TICK_FACTS - 2]]
+    assert leader.pending == requests[MAX_TICK_FACTS - 2 :]
+    few = SimpleNamespace(pending=[*requests[:3], votes[0]])
+    assert sim._take(few) == [*requests[:3], votes[0]] and few.pending == []  # all of it, as it came
+
+
 def test_bottleneck_is_the_most_saturated_node_with_evidence() -> None:
     base = load_program(VOTING)
     profile = WindowProfile(
