@@ -54,6 +54,19 @@ class Sink:
         return []
 
 
+async def _finish(node: Node, ticking: asyncio.Task[None], engine: Sink, total: int, *senders: Transport) -> None:
+    """Wait until the node took all ``total`` facts, then stop it and close every transport."""
+    async with asyncio.timeout(60):
+        while len(engine.ids) < total:
+            await asyncio.sleep(0.01)
+    node.stopping = True
+    node._wake.set()
+    await ticking
+    for sender in senders:
+        await sender.close()
+    await node.transport.close()
+
+
 @pytest.mark.parametrize("sender_name", ["s/0", "clients/0"])  # a node; a benchmark client process
 def test_a_flooded_node_keeps_its_inbox_bounded_and_loses_nothing(sender_name: str) -> None:
     total = 60 * FRAME_FACTS
@@ -69,14 +82,7 @@ def test_a_flooded_node_keeps_its_inbox_bounded_and_loses_nothing(sender_name: s
             sender.send([("n/0", "req", (i, PAYLOAD)) for i in range(first, first + FRAME_FACTS)])
             await sender.wait_writable()
             await asyncio.sleep(0)
-        async with asyncio.timeout(60):
-            while len(engine.ids) < total:
-                await asyncio.sleep(0.01)
-        node.stopping = True
-        node._wake.set()
-        await ticking
-        await sender.close()
-        await node.transport.close()
+        await _finish(node, ticking, engine, total, sender)
 
     asyncio.run(scenario())
     assert engine.ids == list(range(total))
@@ -212,15 +218,7 @@ def test_a_node_behind_on_its_clients_still_hears_its_peers_at_once() -> None:
         assert node.transport._reading_paused == {False: False, True: True}
         arrived_before.append(len(engine.ids) + len(node.client_inbox))
         peer.send([("n/0", "heartbeat", (1,))])
-        async with asyncio.timeout(60):
-            while len(engine.ids) < total:
-                await asyncio.sleep(0.01)
-        node.stopping = True
-        node._wake.set()
-        await ticking
-        await clients.close()
-        await peer.close()
-        await node.transport.close()
+        await _finish(node, ticking, engine, total, clients, peer)
 
     asyncio.run(scenario())
     assert engine.ids == list(range(total))  # the clients' facts in order, none lost
