@@ -7,10 +7,11 @@
    their combinations; place each (partition counts by MILP within the machine budget and the
    host's cores); predict the best few with the performance simulation; choose the highest.
 4. Stop when no candidate is predicted to raise throughput by the workload's minimum gain over
-   the current configuration's capacity in the same model (:func:`predicted_gain`). Otherwise verify the chosen configuration against the base program in simulation, deploy it,
-   measure it, deploy its parent and then it afresh back to back (:mod:`.paired`), record
-   predicted against measured, keep it when that pair shows the minimum gain, roll back
-   otherwise (and try the next choice), and go to 3.
+   the current configuration's capacity in the same model (:func:`predicted_gain`). Otherwise
+   verify the chosen configuration against the base program in simulation, deploy it, measure
+   it, deploy its parent and then it afresh back to back (:mod:`.paired`), record predicted
+   against measured, keep it when that pair shows the minimum gain, roll back otherwise (and try
+   the next choice), and go to 3.
 5. Deploy the base program and the final configuration in turn to confirm the speed-up
    (:mod:`.confirm`).
 

@@ -101,10 +101,9 @@ class _Incoming(asyncio.Protocol):
         self.nonce = codec.new_nonce()
         self.decoder = FrameDecoder(owner.secret, owner.decode_stats, nonce=self.nonce)
         self.transport: asyncio.Transport | None = None
-        # whether a benchmark client process sends on it (known from its first DATA frame; until
-        # then it is read as a node's)
-        self.from_clients = False
-        self.classified = False
+        # whether a benchmark client process sends on it: None until its first DATA frame says
+        # (read as a node's until then)
+        self.from_clients: bool | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
@@ -126,8 +125,7 @@ class _Incoming(asyncio.Protocol):
         for frame in self.decoder.feed(data):
             if frame.kind == codec.DATA:
                 sender, groups = frame.body
-                if not self.classified:
-                    self.classified = True
+                if self.from_clients is None:
                     self.from_clients = is_client_process(sender)
                     self.set_reading(not self.owner._reading_paused[self.from_clients])
                 self.owner.on_data(sender, groups, frame.size)
@@ -321,7 +319,7 @@ class Transport:
             if paused != self._reading_paused[clients]:
                 self._reading_paused[clients] = paused
                 for inc in self._incoming:
-                    if inc.from_clients == clients:
+                    if bool(inc.from_clients) == clients:
                         inc.set_reading(not paused)
 
     def buffered(self) -> int:
