@@ -113,9 +113,14 @@ def plan_and_run(run: Path, reports: Path) -> dict[str, Any]:
     plan = json.loads((out / "plan.json").read_text())
     command = [sys.executable, "-m", "hydrodeploy.cli.main", "run", str(out / "workload.yaml"), "--reports", str(reports)]
     print("$", " ".join(["hydrodeploy", *command[3:]]), flush=True)
+    before = machine_speed()
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    after = machine_speed()
     measured = json.loads((_latest(reports) / "summary.json").read_text())["iterations"][0]["max_throughput"]
-    return {"target": target, "machines": plan["machines"], "predicted": plan["predicted_throughput"], "measured": measured}
+    return {
+        "target": target, "machines": plan["machines"], "predicted": plan["predicted_throughput"], "measured": measured,
+        "speed": (before, after),
+    }  # fmt: skip
 
 
 def machine_speed() -> float:
@@ -163,7 +168,8 @@ def main() -> None:
                 continue
             print(
                 f"    plan for {result['target']:,} requests/s: {result['machines']} machines, predicted "
-                f"{result['predicted']:,.0f}, measured {result['measured']:,.0f} ({result['predicted'] / result['measured'] - 1:+.0%})",
+                f"{result['predicted']:,.0f}, measured {result['measured']:,.0f} ({result['predicted'] / result['measured'] - 1:+.0%}); "
+                f"machine {result['speed'][0]:.0f} µs per round-trip side before the run, {result['speed'][1]:.0f} after",
                 flush=True,
             )
 

@@ -8,9 +8,10 @@ deployment secret travels there, never on the command line). The process
 2. on ``start`` (which carries the :class:`~hydrodeploy.runtime.transport.Directory`) starts its
    timers and ticks: whenever facts are pending, a timer fired or the carried state changed, it
    evaluates one tick over what arrived since the previous one (at most :data:`MAX_TICK_FACTS`
-   facts, what other nodes sent before what benchmark clients sent; the rest wait for the next
-   tick, and above :data:`INBOX_LIMIT` waiting facts of either kind the node stops reading that
-   kind until its ticks catch up), appends the tick's
+   facts, what other nodes sent before what benchmark clients sent, an equal share from every
+   sender: :mod:`~hydrodeploy.runtime.inbox`; the rest wait for the next tick, and above
+   :data:`INBOX_LIMIT` waiting facts of either kind the node stops reading each connection that
+   brings more of that kind until its ticks catch up), appends the tick's
    ``.log`` facts to its durable log with one write and one fsync, and sends the tick's messages
    as one frame per destination endpoint;
 3. answers ``metrics`` with its counters (per-rule CPU and firings, messages and bytes per
@@ -47,6 +48,7 @@ from hydrodeploy.language import ir, load_program
 from hydrodeploy.runtime import eventloop, gcpolicy, tickrecord
 from hydrodeploy.runtime.codec import Fact
 from hydrodeploy.runtime.evaluator import NodeEvaluator
+from hydrodeploy.runtime.inbox import SenderQueues
 from hydrodeploy.runtime.plan import compile_component
 from hydrodeploy.runtime.topology import Topology, is_client_process
 from hydrodeploy.runtime.transport import (
@@ -244,8 +246,8 @@ class Node:
         self.transport = Transport(self.secret, spec.address, self._on_data)
         self.log = DurableLog(spec.durable_log)
         self.recorder = tickrecord.recorder_from_env(spec)
-        self.inbox: list[tuple[str, Fact]] = []  # what nodes sent, waiting
-        self.client_inbox: list[tuple[str, Fact]] = []  # what benchmark client processes sent, waiting
+        self.inbox = SenderQueues()  # what nodes sent, waiting
+        self.client_inbox = SenderQueues()  # what benchmark client processes sent, waiting
         self.fired: set[str] = set()
         self.changed = False
         self.ticks = 0
@@ -265,7 +267,8 @@ class Node:
 
     # ---- receiving ----------------------------------------------------------------------------
 
-    def _on_data(self, sender: str, groups: Groups, size: int) -> None:
+    def _on_data(self, sender: str, groups: Groups, size: int) -> bool:
+        """Queue what arrived; whether to stop reading the connection it came on."""
         accepts = self.engine.accepts
         me = self.spec.address
         received = self.transport.channels.received
@@ -280,7 +283,7 @@ class Node:
             good = [row for row in rows if len(row) == arity]
             if len(good) != len(rows):
                 self.transport.decode_stats.malformed += 1
-            inbox.extend((relation, row) for row in good)
+            inbox.extend(sender, [(relation, row) for row in good])
             key = (relation, sender)
             share = size * len(rows) // total_rows
             counts = received.get(key)
@@ -291,8 +294,7 @@ class Node:
                 counts[1] += share
         if inbox:
             self._wake.set()
-            if len(inbox) > INBOX_LIMIT:
-                self.transport.hold_reading(True, clients)
+        return len(inbox) > INBOX_LIMIT
 
     # ---- timers -------------------------------------------------------------------------------
 
@@ -350,21 +352,15 @@ class Node:
 
     def _take(self) -> list[tuple[str, Fact]]:
         """The next tick's facts: what nodes sent first, then what clients sent, at most
-        :data:`MAX_TICK_FACTS`; reading resumes for a kind whose backlog fell to :data:`INBOX_RESUME`."""
-        peers, clients = self.inbox, self.client_inbox
-        if len(peers) >= MAX_TICK_FACTS:
-            taken, self.inbox = peers[:MAX_TICK_FACTS], peers[MAX_TICK_FACTS:]
-        else:
-            room = MAX_TICK_FACTS - len(peers)
-            if len(clients) > room:
-                taken, self.client_inbox = peers + clients[:room], clients[room:]
-            else:
-                taken, self.client_inbox = (peers + clients if peers else clients), []
-            self.inbox = []
+        :data:`MAX_TICK_FACTS`, every sender of a kind in turn; the held connections of a kind
+        are read again once its backlog fell to :data:`INBOX_RESUME`."""
+        taken = self.inbox.take(MAX_TICK_FACTS)
+        if len(taken) < MAX_TICK_FACTS and self.client_inbox:
+            taken += self.client_inbox.take(MAX_TICK_FACTS - len(taken))
         if len(self.inbox) <= INBOX_RESUME:
-            self.transport.hold_reading(False)
+            self.transport.release_reading(False)
         if len(self.client_inbox) <= INBOX_RESUME:
-            self.transport.hold_reading(False, True)
+            self.transport.release_reading(True)
         return taken
 
     # ---- control ------------------------------------------------------------------------------

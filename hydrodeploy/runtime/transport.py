@@ -6,9 +6,13 @@ batched: :meth:`Transport.send` takes everything one tick produced and writes on
 destination endpoint. A peer that cannot be reached loses the messages sent to it (like a lost
 packet); the transport retries the connection at most every :data:`RECONNECT_S` seconds.
 Backpressure goes both ways: :meth:`Transport.wait_writable` waits while a peer does not take what
-was sent to it, and a process holding its reads (:meth:`Transport.hold_reading`) lets TCP make its
-senders wait. Reads are held apart for the connections of benchmark client processes and for the
-rest (the deployment's nodes): a node behind on its clients' requests still hears its peers.
+was sent to it, and a receiver that has enough waiting stops reading the connection that brought
+it (its handler returns True) until it releases the held connections
+(:meth:`Transport.release_reading`): TCP then makes that sender wait. Holding only the connection
+that delivered keeps reading fair: every other connection is still read once before it is held in
+turn, so no sender's stream falls behind the others' by more than what one read holds. Connections
+of benchmark client processes are released apart from the rest (the deployment's nodes): a node
+behind on its clients' requests still hears its peers.
 
 :class:`ControlChannel` is the framed, authenticated request/response channel between a process
 and the orchestrator; :class:`ThreadControlChannel` is the same connection served from a thread
@@ -34,7 +38,8 @@ from hydrodeploy.runtime.topology import CLIENT_PREFIX, is_client_process
 Endpoint = tuple[str, int]
 Message = tuple[str, str, Fact]  # (destination address, relation, values)
 Groups = list[tuple[str, str, tuple[Fact, ...]]]
-DataHandler = Callable[[str, Groups, int], None]  # (sender, groups, frame bytes)
+# (sender, groups, frame bytes) -> whether to stop reading the connection that brought them
+DataHandler = Callable[[str, Groups, int], bool | None]
 
 RECONNECT_S = 0.5
 HIGH_WATER = 4 * 1024 * 1024
@@ -102,15 +107,14 @@ class _Incoming(asyncio.Protocol):
         self.decoder = FrameDecoder(owner.secret, owner.decode_stats, nonce=self.nonce)
         self.transport: asyncio.Transport | None = None
         # whether a benchmark client process sends on it: None until its first DATA frame says
-        # (read as a node's until then)
+        # (released with the nodes' connections until then)
         self.from_clients: bool | None = None
+        self.held = False  # the receiver has enough from this connection for now
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self.transport.write(codec.encode_hello(self.owner.secret, self.nonce))
         self.owner._incoming.add(self)
-        if self.owner._reading_paused[False]:
-            self.transport.pause_reading()
 
     def set_reading(self, reading: bool) -> None:
         stream = self.transport
@@ -127,8 +131,8 @@ class _Incoming(asyncio.Protocol):
                 sender, groups = frame.body
                 if self.from_clients is None:
                     self.from_clients = is_client_process(sender)
-                    self.set_reading(not self.owner._reading_paused[self.from_clients])
-                self.owner.on_data(sender, groups, frame.size)
+                if self.owner.on_data(sender, groups, frame.size) and not self.held:
+                    self.owner._hold(self)
             else:
                 self.owner.decode_stats.malformed += 1  # control frames do not belong here
         if self.decoder.broken and self.transport is not None:
@@ -137,6 +141,7 @@ class _Incoming(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.decoder.close()
         self.owner._incoming.discard(self)
+        self.owner._held.discard(self)
 
 
 class _Outgoing(asyncio.Protocol):
@@ -208,10 +213,7 @@ class Transport:
         self._down_until: dict[Endpoint, float] = {}
         self._writable = asyncio.Event()
         self._writable.set()
-        # per kind of sender (True: client processes, False: the rest): the owner asked to stop
-        # reading (hold_reading), and reading is paused
-        self._hold = {False: False, True: False}
-        self._reading_paused = {False: False, True: False}
+        self._held: set[_Incoming] = set()  # connections not read until released
 
     async def listen(self, host: str, port: int = 0) -> Endpoint:
         loop = asyncio.get_running_loop()
@@ -302,25 +304,33 @@ class Transport:
         if not self._writable.is_set():
             await self._writable.wait()
 
-    def hold_reading(self, hold: bool, clients: bool = False) -> None:
-        """Stop (``True``) or resume reading DATA from the incoming connections of benchmark client
-        processes (``clients``) or of everything else; held, the kernel's buffers fill and TCP
-        makes those senders wait. While this process's own sends wait for a peer
+    def _hold(self, inc: _Incoming) -> None:
+        """Stop reading ``inc`` (its data handler has enough): the kernel's buffers fill and TCP
+        makes its sender wait. While this process's own sends wait for a peer
         (:meth:`wait_writable`) it reads anyway: two processes each holding its reads while
         waiting to send to the other would never move again."""
-        if hold != self._hold[clients]:
-            self._hold[clients] = hold
-            self._update_reading()
+        inc.held = True
+        self._held.add(inc)
+        inc.set_reading(not self._writable.is_set())
+
+    def release_reading(self, clients: bool = False) -> None:
+        """Read again every held connection of benchmark client processes (``clients``) or of
+        everything else."""
+        if not self._held:
+            return
+        for inc in [i for i in self._held if bool(i.from_clients) == clients]:
+            inc.held = False
+            self._held.discard(inc)
+            inc.set_reading(True)
+
+    def held(self, clients: bool = False) -> int:
+        """How many connections of client processes (``clients``) or of the rest are held."""
+        return sum(1 for inc in self._held if bool(inc.from_clients) == clients)
 
     def _update_reading(self) -> None:
         writable = self._writable.is_set()
-        for clients in (False, True):
-            paused = self._hold[clients] and writable
-            if paused != self._reading_paused[clients]:
-                self._reading_paused[clients] = paused
-                for inc in self._incoming:
-                    if bool(inc.from_clients) == clients:
-                        inc.set_reading(not paused)
+        for inc in self._held:
+            inc.set_reading(not writable)
 
     def buffered(self) -> int:
         """Bytes written but not yet handed to the kernel, over all outgoing connections."""
