@@ -54,6 +54,19 @@ class Sink:
         return []
 
 
+async def _start(engine: Sink) -> tuple[Node, Directory, asyncio.Task[None]]:
+    """A node ``n/0`` around ``engine``, listening and ticking; a directory that finds it."""
+    node = Node(spec("n/0"), engine)
+    engine.node = node
+    endpoint = await node.transport.listen("127.0.0.1", 0)
+    return node, Directory({"n/0": endpoint}), asyncio.get_running_loop().create_task(node._tick_loop())
+
+
+def _frame(sender: Transport, first: int) -> None:
+    """Send ``n/0`` one frame of :data:`FRAME_FACTS` requests numbered from ``first``."""
+    sender.send([("n/0", "req", (i, PAYLOAD)) for i in range(first, first + FRAME_FACTS)])
+
+
 async def _finish(node: Node, ticking: asyncio.Task[None], engine: Sink, total: int, *senders: Transport) -> None:
     """Wait until the node took all ``total`` facts, then stop it and close every transport."""
     async with asyncio.timeout(60):
@@ -73,13 +86,10 @@ def test_a_flooded_node_keeps_its_inbox_bounded_and_loses_nothing(sender_name: s
     engine = Sink()
 
     async def scenario() -> None:
-        node = Node(spec("n/0"), engine)
-        engine.node = node
-        endpoint = await node.transport.listen("127.0.0.1", 0)
-        ticking = asyncio.get_running_loop().create_task(node._tick_loop())
-        sender = Transport(SECRET, sender_name, lambda *_: None, Directory({"n/0": endpoint}))
+        node, directory, ticking = await _start(engine)
+        sender = Transport(SECRET, sender_name, lambda *_: None, directory)
         for first in range(0, total, FRAME_FACTS):
-            sender.send([("n/0", "req", (i, PAYLOAD)) for i in range(first, first + FRAME_FACTS)])
+            _frame(sender, first)
             await sender.wait_writable()
             await asyncio.sleep(0)
         await _finish(node, ticking, engine, total, sender)
@@ -196,11 +206,7 @@ def test_a_node_behind_on_its_clients_still_hears_its_peers_at_once() -> None:
     arrived_before: list[int] = []  # client facts received before the second heartbeat was sent
 
     async def scenario() -> None:
-        node = Node(spec("n/0"), engine)
-        engine.node = node
-        endpoint = await node.transport.listen("127.0.0.1", 0)
-        ticking = asyncio.get_running_loop().create_task(node._tick_loop())
-        directory = Directory({"n/0": endpoint})
+        node, directory, ticking = await _start(engine)
         clients = Transport(SECRET, "clients/0", lambda *_: None, directory)
         peer = Transport(SECRET, "leader/0", lambda *_: None, directory)
         peer.send([("n/0", "heartbeat", (0,))])  # connected and classified before the flood
@@ -209,7 +215,7 @@ def test_a_node_behind_on_its_clients_still_hears_its_peers_at_once() -> None:
                 await asyncio.sleep(0.001)
         engine.taken_before = None
         for first in range(0, total, FRAME_FACTS):
-            clients.send([("n/0", "req", (i, PAYLOAD)) for i in range(first, first + FRAME_FACTS)])
+            _frame(clients, first)
             await asyncio.sleep(0)
         async with asyncio.timeout(30):
             while len(node.client_inbox) < INBOX_LIMIT:  # the node is far behind its client
@@ -282,20 +288,16 @@ def test_a_peer_that_started_late_is_not_starved_by_one_far_ahead() -> None:
     engine = CountingSink()
 
     async def scenario() -> None:
-        node = Node(spec("n/0"), engine)
-        engine.node = node
-        endpoint = await node.transport.listen("127.0.0.1", 0)
-        ticking = asyncio.get_running_loop().create_task(node._tick_loop())
-        directory = Directory({"n/0": endpoint})
+        node, directory, ticking = await _start(engine)
         ahead = Transport(SECRET, "a/0", lambda *_: None, directory)
         behind = Transport(SECRET, "b/0", lambda *_: None, directory)
         for first in range(0, total, FRAME_FACTS):
-            ahead.send([("n/0", "req", (i, PAYLOAD)) for i in range(first, first + FRAME_FACTS)])
+            _frame(ahead, first)
         async with asyncio.timeout(30):
             while node.transport.held() == 0:  # the first peer's backlog is being held back
                 await asyncio.sleep(0.001)
         for first in range(B_FIRST, B_FIRST + late, FRAME_FACTS):
-            behind.send([("n/0", "req", (i, PAYLOAD)) for i in range(first, first + FRAME_FACTS)])
+            _frame(behind, first)
         await _finish(node, ticking, engine, total + late, ahead, behind)
 
     asyncio.run(scenario())
@@ -306,3 +308,40 @@ def test_a_peer_that_started_late_is_not_starved_by_one_far_ahead() -> None:
     # backlog waiting: the two streams went into ticks side by side
     a_done = next(a for a, b in engine.progress if b == late)
     assert a_done < total - late
+
+
+def test_a_receiver_with_enough_still_reads_every_other_connection_once() -> None:
+    """Holding is per connection: the connection that brought more than the receiver wants is
+    held, the others are still read (a hold of every connection left the ones read last unread
+    round after round), and releasing reads them all again."""
+    delivered: list[str] = []
+
+    def enough(sender: str, groups: Any, size: int) -> bool:
+        delivered.append(sender)
+        return True
+
+    async def scenario() -> None:
+        receiver = Transport(SECRET, "n/0", enough)
+        directory = Directory({"n/0": await receiver.listen("127.0.0.1", 0)})
+        senders = [Transport(SECRET, f"p/{i}", lambda *_: None, directory) for i in range(3)]
+        try:
+            for sender in senders:
+                sender.send([("n/0", "req", (0, ""))])
+            async with asyncio.timeout(10):
+                while len(delivered) < 3:
+                    await asyncio.sleep(0.001)
+            assert sorted(delivered) == ["p/0", "p/1", "p/2"] and receiver.held() == 3
+            for sender in senders:
+                sender.send([("n/0", "req", (1, ""))])
+            await asyncio.sleep(0.2)
+            assert len(delivered) == 3  # held: the second frames wait in the kernel
+            receiver.release_reading()
+            async with asyncio.timeout(10):
+                while len(delivered) < 6:
+                    await asyncio.sleep(0.001)
+            assert sorted(delivered[3:]) == ["p/0", "p/1", "p/2"]
+        finally:
+            for transport in (*senders, receiver):
+                await transport.close(flush_timeout=0)
+
+    asyncio.run(scenario())
