@@ -11,8 +11,8 @@ deployed afresh, back to back, and each is measured for a few windows at the kne
 sweep (:func:`~.confirm.knee_clients`). Their ratio is the rewrite's gain at one speed of the
 machine. The parent's fresh throughput against its sweep's says how the machine's speed moved
 since the prediction was calibrated; the prediction scaled by it is what the cost model predicts
-at the speed the check ran at (:attr:`PairedCheck.prediction_error`). Both errors are recorded: the sweeps' and the
-paired one.
+at the speed the check ran at (:attr:`PairedCheck.prediction_error`). Both errors are recorded:
+the sweeps' and the paired one.
 """
 
 from __future__ import annotations

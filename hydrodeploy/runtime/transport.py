@@ -109,7 +109,6 @@ class _Incoming(asyncio.Protocol):
         # whether a benchmark client process sends on it: None until its first DATA frame says
         # (released with the nodes' connections until then)
         self.from_clients: bool | None = None
-        self.held = False  # the receiver has enough from this connection for now
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
@@ -131,7 +130,7 @@ class _Incoming(asyncio.Protocol):
                 sender, groups = frame.body
                 if self.from_clients is None:
                     self.from_clients = is_client_process(sender)
-                if self.owner.on_data(sender, groups, frame.size) and not self.held:
+                if self.owner.on_data(sender, groups, frame.size) and self not in self.owner._held:
                     self.owner._hold(self)
             else:
                 self.owner.decode_stats.malformed += 1  # control frames do not belong here
@@ -309,7 +308,6 @@ class Transport:
         makes its sender wait. While this process's own sends wait for a peer
         (:meth:`wait_writable`) it reads anyway: two processes each holding its reads while
         waiting to send to the other would never move again."""
-        inc.held = True
         self._held.add(inc)
         inc.set_reading(not self._writable.is_set())
 
@@ -319,7 +317,6 @@ class Transport:
         if not self._held:
             return
         for inc in [i for i in self._held if bool(i.from_clients) == clients]:
-            inc.held = False
             self._held.discard(inc)
             inc.set_reading(True)
 
