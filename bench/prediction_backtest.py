@@ -9,7 +9,12 @@ the prediction is made again as the loop made it (:func:`hydrodeploy.optimize.co
 from the parent's calibration, on the iteration's program and topology, loaded around the client
 count the loop used) and printed against the measured maximum throughput, with the CPU per
 request of the bottleneck nodes, predicted and measured (the profile of the measured best point;
-the node's fixed cost excluded from both).
+the node's fixed cost excluded from both). Where the loop made a paired check (the parent and the
+iteration deployed afresh one after the other, :mod:`hydrodeploy.optimize.paired`), the row also
+gives the prediction's error at the speed the check ran at: the predicted ratio (the prediction
+over the parent's sweep) against the ratio measured back to back. That is the error the loop
+reports, and the one a change to the model is best judged by: the sweeps were made minutes apart,
+at different speeds of this machine.
 
 ``--calibration refit`` calibrates again from the run's archived profiles with the code as it is
 now (:func:`~hydrodeploy.optimize.costmodel.calibrate` on the parent's points and every window
@@ -99,6 +104,8 @@ class Row:
     nodes: list[NodeRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    parent_peak: float = math.nan  # the parent's maximum throughput by its sweep (what the calibration rests on)
+    paired_ratio: float = math.nan  # the iteration over its parent, deployed afresh one after the other (nan: no check)
 
     @property
     def comparable(self) -> bool:
@@ -113,6 +120,21 @@ class Row:
     @property
     def archived_error(self) -> float:
         return self.archived / self.measured - 1 if self.measured > 0 else math.inf
+
+    @property
+    def paired_error(self) -> float:
+        """The predicted ratio over the one the paired check measured, less one (nan: no check)."""
+        return _ratio_error(self.predicted, self.parent_peak, self.paired_ratio)
+
+    @property
+    def archived_paired_error(self) -> float:
+        return _ratio_error(self.archived, self.parent_peak, self.paired_ratio)
+
+
+def _ratio_error(predicted: float, parent_peak: float, measured_ratio: float) -> float:
+    if not (parent_peak > 0 and measured_ratio > 0):
+        return math.nan
+    return predicted / parent_peak / measured_ratio - 1
 
 
 # ---- reading an archived run ------------------------------------------------------------------
@@ -245,6 +267,9 @@ def backtest_iteration(run: Path, it: Mapping[str, Any], mode: str) -> Row | Non
         run.name, int(it["index"]), it.get("kept"), str(it.get("description", "")), float(it.get("predicted_throughput") or math.nan),
         math.nan, float(measured["max_throughput"]), "", "", 0, int(measured.get("clients", 0)),
     )  # fmt: skip
+    paired = it.get("paired") or {}
+    if paired.get("ratio"):
+        row.parent_peak, row.paired_ratio = float(paired["parent_peak"]), float(paired["ratio"])
     if stored.base_file is None:
         row.warnings.append("the calibration names no base file")
         return row
@@ -321,8 +346,8 @@ def _pct(x: float) -> str:
     return f"{x:+.0%}" if math.isfinite(x) else "n/a"
 
 
-def summary(rows: Sequence[Row]) -> str:
-    errors = [r.error for r in rows if math.isfinite(r.error)]
+def summary(rows: Sequence[Row], paired: bool = False) -> str:
+    errors = [e for e in (r.paired_error if paired else r.error for r in rows) if math.isfinite(e)]
     if not errors:
         return "no iteration"
     absolute = sorted(abs(e) for e in errors)
@@ -346,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows: list[Row] = []
     print(
         f"{'run':<38}{'it':>3} {'kept':<5}{'then':>8}{'now':>8}{'measured':>10}{'err then':>9}{'err now':>9}"
-        f"{'background':>12}  bound (predicted / measured)"
+        f"{'paired: then':>13}{'now':>6}{'background':>12}  bound (predicted / measured)"
     )
     for run, it in iterations(runs):
         row = backtest_iteration(run, it, args.calibration)
@@ -357,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         background = f"{row.background_then:.1f}->{row.background_now:.1f}"
         print(
             f"{row.run:<38}{row.index:>3} {kept:<5}{row.archived:>8,.0f}{row.predicted:>8,.0f}{row.measured:>10,.0f}"
-            f"{_pct(row.archived_error):>9}{_pct(row.error):>9}{background:>12}  {row.bound} / {row.measured_bound}"
+            f"{_pct(row.archived_error):>9}{_pct(row.error):>9}{_pct(row.archived_paired_error):>13}{_pct(row.paired_error):>6}"
+            f"{background:>12}  {row.bound} / {row.measured_bound}"
         )
         for n in row.nodes:
             ratio = n.predicted_us / n.measured_us - 1 if n.measured_us > 0 else math.nan
@@ -378,18 +404,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{label}:")
         print(f"  then: {summary([_as_then(r) for r in chosen])}")
         print(f"  now:  {summary(chosen)}")
+    checked = [r for r in rows if math.isfinite(r.paired_error)]
+    if checked:
+        print("against the paired checks (the predicted ratio against the ratio measured back to back):")
+        for label, chosen in (("all", checked), ("kept", [r for r in checked if r.kept])):
+            print(f"  {label}, then: {summary([_as_then(r) for r in chosen], paired=True)}")
+            print(f"  {label}, now:  {summary(chosen, paired=True)}")
     if args.json:
         Path(args.json).write_text(json.dumps([_row_json(r) for r in rows], indent=1))
 
 
 def _as_then(row: Row) -> Row:
-    return Row(row.run, row.index, row.kept, row.description, row.archived, row.archived, row.measured, "", "", 0, 0)  # fmt: skip
+    return Row(
+        row.run, row.index, row.kept, row.description, row.archived, row.archived, row.measured, "", "", 0, 0,
+        parent_peak=row.parent_peak, paired_ratio=row.paired_ratio,
+    )  # fmt: skip
 
 
 def _row_json(row: Row) -> dict[str, Any]:
     return {
         "run": row.run, "index": row.index, "kept": row.kept, "description": row.description,
         "archived": row.archived, "predicted": row.predicted, "measured": row.measured, "error": row.error,
+        "parent_peak": row.parent_peak, "paired_ratio": row.paired_ratio, "paired_error": row.paired_error,
         "bound": row.bound, "measured_bound": row.measured_bound, "clients": row.clients,
         "measured_clients": row.measured_clients, "seconds": row.seconds, "warnings": row.warnings,
         "background_then": row.background_then, "background_now": row.background_now,

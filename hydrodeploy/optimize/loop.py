@@ -446,12 +446,13 @@ class Analysis:
         self.failures[current.index] = self.failures.get(current.index, 0) + 1
 
     async def _paired_check(self, it: Iteration, parent: Iteration) -> PairedCheck:
-        """``parent`` and then ``it`` deployed afresh (:mod:`.paired`); logs under ``paired/``."""
+        """``parent``, ``it`` and ``parent`` again deployed afresh (:mod:`.paired`); logs under ``paired/``."""
         check = PairedCheck(parent.index, parent.max_throughput, None if it.prediction is None else it.prediction.throughput)
         folder = self.run_dir.iteration(it.index) / "paired"
         shutil.rmtree(folder, ignore_errors=True)
-        for n, side in enumerate((parent, it)):
-            self.observer.status(f"paired check: deployment {n + 1} of 2 (iteration {side.index})")
+        order = (parent, it, parent)
+        for n, side in enumerate(order):
+            self.observer.status(f"paired check: deployment {n + 1} of {len(order)} (iteration {side.index})")
             visit = await self._visit(side, folder / f"{n:02d}")
             check.visits.append(visit)
             if visit.error:

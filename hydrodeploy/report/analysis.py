@@ -373,9 +373,11 @@ def _sections(run: Path) -> list[tuple[str, list[Any]]]:
     )
     if any(e["paired_ratio"] is not None for e in data["iterations"]):
         intro.append(
-            "Paired check: after each rewritten configuration's sweep, the configuration it came from and then it "
-            "were deployed afresh, one after the other, each measured at its peak's client count. Their ratio decided "
-            "whether the rewrite was kept, and judged its prediction at one speed of this machine: the predicted "
+            "Paired check: after each rewritten configuration's sweep, the configuration it came from, it, and the "
+            "configuration it came from again were deployed afresh, one after the other, each measured at the knee of "
+            "its sweep (runs before the parent was deployed again: the parent, then it). Its throughput over the mean "
+            "of its parent's deployments decided whether the rewrite was kept, and judged its prediction at one speed "
+            "of this machine: the predicted "
             "ratio (prediction over the parent's sweep, on which it was calibrated) against the measured one "
             "(\"error, paired\"). \"error, sweeps\" compares the prediction with a sweep made a minute or more "
             "after the one it was calibrated on."

@@ -36,6 +36,24 @@ def test_the_prediction_is_judged_at_the_speed_the_check_ran_at() -> None:
     assert "2.40x, predicted 2.50x (+4%)" in text
 
 
+def test_the_parent_deployed_again_after_the_rewritten_configuration_cancels_a_steady_drift() -> None:
+    # the machine slowed steadily over the check: the parent measured 1,200 before the rewritten
+    # configuration and 800 after it; at the speed in between it ran at 1,000, the rewritten one 2,000
+    check = PairedCheck(0, 1000.0, 2000.0, [_visit(0, 1150, 1250), _visit(1, 2000), _visit(0, 750, 850)])
+    assert check.parent_now == pytest.approx(1000)
+    assert check.ratio == pytest.approx(2.0)
+    assert check.prediction_error == pytest.approx(0.0)
+    text = check.describe(1)
+    assert "iteration 0 1,000 requests/s" in text and "deployed again after it: 800, 2 windows, 750-850" in text
+
+
+def test_the_parent_failing_its_second_deployment_leaves_no_ratio() -> None:
+    failed = Visit(0, 256, [], [], error="could not be measured: a node stopped answering")
+    check = PairedCheck(0, 2000.0, 5000.0, [_visit(0, 1000), _visit(1, 2400), failed])
+    assert not check.complete and check.ratio is None and check.prediction_error is None
+    assert check.describe(1) == "paired check: iteration 0 could not be measured: a node stopped answering"
+
+
 def test_a_failed_deployment_leaves_no_ratio_and_says_why() -> None:
     failed = Visit(1, 512, [], [], error="could not be measured: a node stopped answering")
     check = PairedCheck(0, 2000.0, 5000.0, [_visit(0, 1000), failed])
@@ -61,7 +79,7 @@ throughput = st.floats(min_value=1.0, max_value=1e6, allow_nan=False)
 
 @given(
     st.integers(min_value=0, max_value=20), throughput, st.none() | throughput,
-    st.lists(st.lists(throughput, min_size=1, max_size=4), min_size=0, max_size=2),
+    st.lists(st.lists(throughput, min_size=1, max_size=4), min_size=0, max_size=3),
 )  # fmt: skip
 def test_the_record_round_trips_through_json(parent: int, peak: float, predicted: float | None, windows: list[list[float]]) -> None:
     check = PairedCheck(parent, peak, predicted, [_visit(parent + k, *w) for k, w in enumerate(windows)])
