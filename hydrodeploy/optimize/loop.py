@@ -485,7 +485,8 @@ class Analysis:
     async def _visit(self, it: Iteration, folder: Path) -> Visit:
         """A fresh deployment of ``it``'s configuration, brought up to the client count of its
         sweep's knee (:func:`~.confirm.knee_clients`) through short unmeasured windows
-        (:func:`~.confirm.ramp_counts`), then measured there for :meth:`_visit_windows` windows;
+        (:func:`~.confirm.ramp_counts`), then measured there for :meth:`_visit_windows` windows
+        (more in place of windows the hypervisor took much of the CPU in: :meth:`.Visit.wants_window`);
         its processes' logs under ``folder``."""
         peak = int((it.measured or {}).get("clients", 1))
         clients = knee_clients(load_points(self.run_dir.path, it.index), it.max_throughput, peak)
@@ -500,7 +501,9 @@ class Analysis:
             await bench.start()
             for n in ramp_counts(clients):
                 await bench.point(-1, n, RAMP_WINDOWS, self.workload.clients)
-            for repeat in range(self._visit_windows()):
+            windows = self._visit_windows()
+            while visit.wants_window(windows):  # windows the hypervisor took much of are measured again
+                repeat = len(visit.throughputs)
                 point, _ = await bench.point(repeat, clients, self.windows, self.workload.clients, repeat)
                 visit.throughputs.append(point.throughput)
                 visit.p99_ms.append(point.p99_ms)

@@ -93,13 +93,18 @@ class PairedCheck:
         parent, rewritten = self.parent_now, self.rewritten_now
         if parent is None or rewritten is None:
             return "paired check: not measured"
-        again = ""
-        if len(self.visits) > 2:  # complete: every visit measured something
-            again = f"; deployed again after it: {_mean(self.visits[2]) or 0.0:,.0f}, {spread(self.visits[2].throughputs)}"
+        first = self.visits[0]
+        parent_text = f"{spread(first.throughputs)} at {first.clients} clients"
+        if len(self.visits) > 2:  # complete: every deployment measured something
+            again = self.visits[2]
+            parent_text = (
+                f"the mean of {_mean(first) or 0.0:,.0f} ({parent_text}) and, deployed again after iteration {index}, "
+                f"{_mean(again) or 0.0:,.0f} ({spread(again.throughputs)})"
+            )
         text = (
             f"paired check (deployed afresh, one after the other): iteration {self.parent} {parent:,.0f} requests/s "
-            f"({spread(self.visits[0].throughputs)} at {self.visits[0].clients} clients{again}), iteration {index} "
-            f"{rewritten:,.0f} ({spread(self.visits[1].throughputs)} at {self.visits[1].clients})"
+            f"({parent_text}), iteration {index} {rewritten:,.0f} ({spread(self.visits[1].throughputs)} at "
+            f"{self.visits[1].clients})"
         )
         ratio = self.ratio
         if ratio is None:
@@ -133,4 +138,4 @@ class PairedCheck:
 
 
 def _mean(visit: Visit) -> float | None:
-    return statistics.fmean(visit.throughputs) if visit.throughputs and not visit.error else None
+    return statistics.fmean(visit.counted) if visit.throughputs and not visit.error else None

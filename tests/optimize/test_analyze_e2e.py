@@ -16,7 +16,7 @@ import yaml
 
 from hydrodeploy.cli.main import main
 from hydrodeploy.deploy.local import cgroups_unavailable, pack_cpus
-from hydrodeploy.optimize.confirm import knee_clients
+from hydrodeploy.optimize.confirm import knee_clients, visit_from_json
 from hydrodeploy.report.load import load_points
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,12 +101,15 @@ def test_the_speedup_is_confirmed_by_deploying_base_and_final_in_turn(analyzed: 
         return
     confirmation = json.loads(record.read_text())
     assert [v["iteration"] for v in confirmation["visits"]] == [0, 1, 1, 0]
-    for visit in confirmation["visits"]:
-        assert visit["error"] == ""
-        assert visit["clients"] == _knee(analyzed, visit["iteration"])
-        assert len(visit["throughputs"]) == 2 and all(t > 0 for t in visit["throughputs"])
-    base = [t for v in confirmation["visits"] if v["iteration"] == 0 for t in v["throughputs"]]
-    final = [t for v in confirmation["visits"] if v["iteration"] == 1 for t in v["throughputs"]]
+    visits = [visit_from_json(v) for v in confirmation["visits"]]
+    for visit in visits:
+        assert visit.error == ""
+        assert visit.clients == _knee(analyzed, visit.iteration)
+        # two windows that count, more only in place of windows the hypervisor took much of
+        assert len(visit.counted) >= 2 and all(t > 0 for t in visit.throughputs)
+        assert len(visit.throughputs) == 2 or (visit.stolen > 0 and len(visit.throughputs) <= 4)
+    base = [t for v in visits if v.iteration == 0 for t in v.counted]
+    final = [t for v in visits if v.iteration == 1 for t in v.counted]
     assert summary["confirmed_speedup"] == round((sum(final) / len(final)) / (sum(base) / len(base)), 3)
     assert "Confirmation, after the loop: the base program and iteration 1 deployed in turn" in (analyzed / "report.md").read_text()
     # every deployment's processes wrote their logs where the run keeps them
@@ -122,9 +125,12 @@ def test_the_rewrite_is_kept_or_rolled_back_on_a_paired_check_against_its_parent
     # the parent deployed afresh first, then the rewrite, then the parent again, each at the knee of its own sweep
     assert [v["iteration"] for v in paired["visits"]] == [0, 1, 0]
     assert [v["clients"] for v in paired["visits"]] == [_knee(analyzed, 0), _knee(analyzed, 1), _knee(analyzed, 0)]
-    for visit in paired["visits"]:
-        assert visit["error"] == "" and len(visit["throughputs"]) == 2 and all(t > 0 for t in visit["throughputs"])
-    parent_first, rewritten, parent_again = (sum(v["throughputs"]) / 2 for v in paired["visits"])
+    visits = [visit_from_json(v) for v in paired["visits"]]
+    for visit in visits:
+        # two windows, and one more for each the hypervisor took much of the CPU in (at most two)
+        assert visit.error == "" and len(visit.counted) >= 2 and all(t > 0 for t in visit.throughputs)
+        assert len(visit.throughputs) == 2 or (visit.stolen > 0 and len(visit.throughputs) <= 4)
+    parent_first, rewritten, parent_again = (sum(v.counted) / len(v.counted) for v in visits)
     assert paired["ratio"] == pytest.approx(rewritten / ((parent_first + parent_again) / 2))
     # the prediction, calibrated on the base's sweep, judged against the ratio measured back to back
     assert paired["parent_peak"] == base["measured"]["max_throughput"]
@@ -213,6 +219,34 @@ def test_plan_writes_a_runnable_configuration(analyzed: Path, tmp_path: Path, ca
     packed = measured_packed and cgroups_unavailable() is None
     packed = packed and pack_cpus([machine["cpus"]] * plan_machines, sorted(os.sched_getaffinity(0))) is not None
     assert ("placement: nodes pinned to CPU" in capsys.readouterr().out) is packed
+
+
+def test_a_plan_the_model_finds_nothing_for_offers_the_configuration_the_run_measured_sustaining_it(
+    analyzed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hydrodeploy.optimize.choose import Placement
+    from hydrodeploy.report import plan as planning
+
+    # a model that places nothing within reach (2PC's final configuration: 10,794 requests/s
+    # measured, 8,342 in the model, and no plan for 60% of it)
+    monkeypatch.setattr(planning, "cheapest", lambda *a, **k: Placement({}, 1.0, 0, "coordinator", "infeasible"))
+    summary = json.loads((analyzed / "summary.json").read_text())
+    kept = [it for it in summary["iterations"] if it["kept"]]
+    target = 0.9 * min(it["max_throughput"] for it in kept)
+    out = tmp_path / "measured"
+    assert main(["plan", str(analyzed), "--throughput", f"{target:.0f}", "-o", str(out)]) == 0
+    cheapest = min(kept, key=lambda it: (it["machines"], -it["max_throughput"]))
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["measured_in"] == cheapest["index"] and plan["machines"] == cheapest["machines"]
+    assert plan["predicted_throughput"] == pytest.approx(cheapest["max_throughput"])
+    assert plan["machines"] == sum(c["machines"] for c in plan["components"])
+    assert "cheapest configuration measured to sustain" in capsys.readouterr().out
+    # above everything measured and with nothing predicted: no plan, and a located reason
+    above = 1.1 * max(it["max_throughput"] for it in kept)
+    assert main(["plan", str(analyzed), "--throughput", f"{above:.0f}"]) == 2
+    assert "no configuration of this run is predicted to sustain" in capsys.readouterr().err
+    # on other machines the run's measurements do not stand
+    assert main(["plan", str(analyzed), "--throughput", f"{target:.0f}", "--machine", "n2-standard-4"]) == 2
 
 
 def test_plan_prices_a_machine_profile(analyzed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,7 +44,10 @@ def test_the_parent_deployed_again_after_the_rewritten_configuration_cancels_a_s
     assert check.ratio == pytest.approx(2.0)
     assert check.prediction_error == pytest.approx(0.0)
     text = check.describe(1)
-    assert "iteration 0 1,000 requests/s" in text and "deployed again after it: 800, 2 windows, 750-850" in text
+    assert (
+        "iteration 0 1,000 requests/s (the mean of 1,200 (2 windows, 1,150-1,250 at 256 clients) and, deployed again after "
+        "iteration 1, 800 (2 windows, 750-850))" in text
+    )
 
 
 def test_the_parent_failing_its_second_deployment_leaves_no_ratio() -> None:
@@ -86,3 +89,11 @@ def test_the_record_round_trips_through_json(parent: int, peak: float, predicted
     again = PairedCheck.from_json(json.loads(json.dumps(check.to_json())))
     assert again == check
     assert again.prediction_error == check.prediction_error
+
+
+def test_the_ratio_counts_no_window_the_hypervisor_took_much_of() -> None:
+    stolen = Visit(1, 256, [6357.0, 3153.0, 6000.0, 6100.0], [50.0] * 4, steal=[0.14, 0.33, 0.0, 0.01])
+    check = PairedCheck(0, 2000.0, 10000.0, [_visit(0, 1876, 1647), stolen, _visit(0, 1546, 1641)])
+    assert check.rewritten_now == pytest.approx(6050)
+    assert check.ratio == pytest.approx(6050 / ((1761.5 + 1593.5) / 2))
+    assert "2 windows in which it took more than 10% not counted" in check.describe(1)
