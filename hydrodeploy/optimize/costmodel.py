@@ -3,7 +3,10 @@ throughput of any configuration.
 
 **Calibration** (:func:`calibrate`), all in seconds of CPU on the cluster:
 
-- the runtime's own costs - per message received, per message sent, per frame sent, per tick,
+- the runtime's own costs - per message received, per message sent (and more per reply to a
+  client: a frame groups a tick's messages by destination and relation, so a message to a node
+  shares its group with the tick's others to that node while each reply is a group of its own,
+  one client each), per frame sent, per tick,
   per durable log record, per fsync, and a constant per node - fitted by non-negative least
   squares on every node of every point measured so far, busy nodes weighted most
   (:func:`fit_runtime`): each node's CPU minus what its evaluator spent, against what the node
@@ -87,6 +90,7 @@ class RuntimeFit:
     rows: int = 0
     rms_error: float = 0.0  # cores, over the fitted rows
     frame_in: float = 0.0  # per frame received (authenticating, decoding, the event loop's turn)
+    reply: float = 0.0  # per message sent to a client, over a message to a node (each its own group in the frame)
 
 
 def _nnls(rows: Sequence[Sequence[float]], ys: Sequence[float], weights: Sequence[float] | None = None) -> tuple[list[float], float]:
@@ -120,14 +124,14 @@ def fit_runtime(profiles: Iterable[WindowProfile]) -> RuntimeFit:
             if n.cpu <= 0:
                 continue
             work = [n.msgs_in_per_s, n.msgs_out_per_s, n.frames_out_per_s, n.ticks_per_s, n.log_records_per_s, n.fsyncs_per_s]
-            rows.append([*work, 1.0, n.frames_in_per_s])
+            rows.append([*work, 1.0, n.frames_in_per_s, n.replies_per_s])
             ys.append(max(0.0, n.cpu - _evaluate(n)))
             weights.append(0.05 + n.saturation**2)  # busy nodes decide throughput: fit them best
     if len(rows) < 2:
         raise ValueError("too few measured nodes to fit the runtime's costs")
     coef, rms = _nnls(rows, ys, weights)
-    msg_in, msg_out, frame_out, tick, log_record, fsync, node, frame_in = coef
-    return RuntimeFit(msg_in, msg_out, frame_out, tick, log_record, fsync, node, len(rows), rms, frame_in)
+    msg_in, msg_out, frame_out, tick, log_record, fsync, node, frame_in, reply = coef
+    return RuntimeFit(msg_in, msg_out, frame_out, tick, log_record, fsync, node, len(rows), rms, frame_in, reply)
 
 
 @dataclass(frozen=True)
@@ -362,6 +366,7 @@ def calibrate(
         bookkeeping_scale=1.0,
         msg_in=runtime.msg_in,
         msg_out=runtime.msg_out,
+        reply=runtime.reply,
         frame_out=runtime.frame_out,
         frame_in=runtime.frame_in,
         tick=runtime.tick,

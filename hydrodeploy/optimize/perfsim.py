@@ -69,6 +69,7 @@ class TickCosts:
     fsync_cpu: float = 0.0  # CPU of one fsync
     delay_s: float = 0.0002  # one-way message delay, with the receiver's wake-up
     frame_in: float = 0.0  # per frame received
+    reply: float = 0.0  # per message sent to a client, on top of msg_out
     client_delay_s: float = 0.0002  # a client's turnaround from a reply to its next request
     rule_scale: dict[str, float] = field(default_factory=dict)  # rule identity -> cluster CPU per in-process CPU
     bookkeeping_scale: float = 1.0  # cluster CPU per in-process CPU of the evaluator's work around the rules
@@ -274,6 +275,7 @@ class PerfSimulation(Simulation):
             + costs.msg_in * len(inbox)
             + costs.frame_in * self.frames_waiting[node.address]
             + costs.msg_out * len(result.outbox)
+            + costs.reply * sum(1 for dst, _, _ in result.outbox if is_client(dst))
             + costs.frame_out * len(frames)
             + costs.log_record * len(result.log)
             + (costs.fsync_cpu if result.log else 0.0)

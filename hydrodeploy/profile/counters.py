@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hydrodeploy.runtime.topology import is_client
+
 
 @dataclass(frozen=True)
 class RuleProfile:
@@ -75,6 +77,11 @@ class NodeProfile:
     @property
     def msgs_out_per_s(self) -> float:
         return sum(c.msgs_per_s for c in self.sent)
+
+    @property
+    def replies_per_s(self) -> float:
+        """Messages sent to benchmark clients: each goes in a group of its own (one client each)."""
+        return sum(c.msgs_per_s for c in self.sent if is_client(c.peer))
 
     @property
     def bytes_in_per_s(self) -> float:

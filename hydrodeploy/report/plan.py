@@ -305,7 +305,8 @@ def make_plan(path: Path, throughput: float, p99_ms: float | None = None, machin
     plan.rests_on = [
         f"the run {path}: {run.workload.name}, cluster {run.cluster.get('name', '?')}; costs calibrated on "
         f"{calibration.measured_from} ({best.throughput:,.0f} requests/s at {best.clients} clients)",
-        f"{rt.rows} node measurements fitted: per message in {rt.msg_in * 1e6:.2f} µs, out {rt.msg_out * 1e6:.2f} µs, "
+        f"{rt.rows} node measurements fitted: per message in {rt.msg_in * 1e6:.2f} µs, out {rt.msg_out * 1e6:.2f} µs (to a client "
+        f"{rt.reply * 1e6:.2f} µs more), "
         f"per frame out {rt.frame_out * 1e6:.1f} µs, in {rt.frame_in * 1e6:.1f} µs, per tick {rt.tick * 1e6:.1f} µs, per fsync {rt.fsync * 1e6:.1f} µs, "
         f"{rt.node:.4f} cores per node at rest",
         f"{len(calibration.costs.rule_scale)} rules' CPU on the cluster against the same rules in this process "

@@ -209,7 +209,11 @@ def test_cfs_budget_runs_a_quota_per_period() -> None:
     assert _Budget(None, 0.01).run(1.0, 0.5) == 1.5
 
 
-def _node(address: str, cpu: float, msgs_in: float, msgs_out: float, ticks: float, rules: float, frames_in: float = 0.0) -> NodeProfile:
+def _node(
+    address: str, cpu: float, msgs_in: float, msgs_out: float, ticks: float, rules: float, frames_in: float = 0.0,
+    replies: float = 0.0,
+) -> NodeProfile:  # fmt: skip
+    to_clients = (ChannelRate("out", "client/0", replies / 2, 0.0), ChannelRate("out", "client/1", replies / 2, 0.0))
     return NodeProfile(
         address=address,
         component=address.split("/")[0],
@@ -217,8 +221,8 @@ def _node(address: str, cpu: float, msgs_in: float, msgs_out: float, ticks: floa
         cpu=cpu,
         ticks_per_s=ticks,
         facts_in_per_s=msgs_in,
-        rules=(RuleProfile(0, "r", ":~", rules, ticks, msgs_out),),
-        sent=(ChannelRate("y", "b", msgs_out, 0.0),),
+        rules=(RuleProfile(0, "r", ":~", rules, ticks, msgs_out + replies),),
+        sent=(ChannelRate("y", "b", msgs_out, 0.0), *(to_clients if replies else ())),
         received=(ChannelRate("x", "a", msgs_in, 0.0),),
         parts={"evaluate": rules},
         frames_in_per_s=frames_in,
@@ -247,6 +251,31 @@ def test_frames_received_are_fitted_apart_from_the_messages_they_carry() -> None
     fit = fit_runtime([WindowProfile(0, 1, 1.0, 1.0, 0.5, tuple(nodes))])
     assert fit.frame_in == pytest.approx(frame_in, rel=1e-3)
     assert fit.msg_in == pytest.approx(msg_in, rel=1e-3)
+
+
+def test_a_reply_to_a_client_is_fitted_apart_from_a_message_to_a_node() -> None:
+    # each reply goes in a group of its own (one client each): it costs more than a message to a
+    # node, which shares its group with every other message of the tick to that node
+    msg_out, reply, node = 0.5e-6, 3e-6, 0.004
+    nodes = []
+    for i, (m_out, replies) in enumerate([(2000, 0), (0, 2000), (1000, 1000), (4000, 500), (500, 3000), (3000, 0)]):
+        sent = m_out + replies
+        nodes.append(_node(f"n{i}/0", msg_out * sent + reply * replies + node + 0.01, 1000, m_out, 50, 0.01, replies=replies))
+    fit = fit_runtime([WindowProfile(0, 1, 1.0, 1.0, 0.5, tuple(nodes))])
+    assert fit.reply == pytest.approx(reply, rel=1e-3)
+    assert fit.msg_out == pytest.approx(msg_out, rel=1e-3)
+
+
+def test_the_simulation_charges_each_reply_to_a_client() -> None:
+    base = load_program(VOTING)
+    program, topology = derive(base, Configuration())
+    quotas = dict.fromkeys((a for _, a, _ in topology.addresses()), None)
+    plain = TickCosts(evaluate_scale=0.0, msg_in=0.0, msg_out=0.0, frame_out=0.0, tick=0.0, log_record=0.0, bookkeeping_scale=0.0)
+    point = simulate_point(program, topology, replace(plain, reply=1e-3), quotas, 0.01, 8, base.path, 0.1, 0.3)
+    # the leader replies once per request, and nothing else sends to clients
+    replies = point.throughput * point.seconds
+    assert point.busy["leader/0"] * point.seconds / 1e-3 == pytest.approx(replies, rel=0.15)
+    assert all(point.busy[a] == 0 for a in point.busy if a != "leader/0")
 
 
 def test_the_simulation_charges_each_frame_received_once() -> None:
