@@ -13,10 +13,10 @@ the mean of the parent's two deployments is the rewrite's gain at one speed of t
 steady change of speed over the check cancels, and the parent, the side a fresh deployment
 measured least steadily (its two windows 2,240 and 3,637 requests/s in one voting check), is
 measured twice. Records of two deployments (parent, rewritten), written before the parent was
-deployed again, read as they were. The parent's fresh throughput against its sweep's says how the machine's speed moved
-since the prediction was calibrated; the prediction scaled by it is what the cost model predicts
-at the speed the check ran at (:attr:`PairedCheck.prediction_error`). Both errors are recorded:
-the sweeps' and the paired one.
+deployed again, read as they were. The parent's fresh throughput against its sweep's says how
+the machine's speed moved since the prediction was calibrated; the prediction scaled by it is
+what the cost model predicts at the speed the check ran at (:attr:`PairedCheck.prediction_error`).
+Both errors are recorded: the sweeps' and the paired one.
 """
 
 from __future__ import annotations

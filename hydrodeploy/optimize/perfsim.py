@@ -275,7 +275,7 @@ class PerfSimulation(Simulation):
             + costs.msg_in * len(inbox)
             + costs.frame_in * self.frames_waiting[node.address]
             + costs.msg_out * len(result.outbox)
-            + costs.reply * sum(1 for dst, _, _ in result.outbox if is_client(dst))
+            + (costs.reply * sum(1 for dst, _, _ in result.outbox if is_client(dst)) if costs.reply else 0.0)
             + costs.frame_out * len(frames)
             + costs.log_record * len(result.log)
             + (costs.fsync_cpu if result.log else 0.0)
