@@ -17,27 +17,33 @@ from typing import Any
 import pytest
 
 from hydrodeploy.bench.experiment import MAX_CONFIRMING, Observer, SweepResult, sweep
-from hydrodeploy.bench.measure import Plateau, Point, measured_peak, peak
+from hydrodeploy.bench.measure import STOLEN_REMEASURES, Plateau, Point, measured_peak, peak
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 
 
 class _ScriptedCurve:
     """Answers each point with the throughput of a fixed curve (requests/s by client count)."""
 
-    def __init__(self, curve: dict[int, float | list[float]], p99_ms: dict[int, float] | None = None) -> None:
+    def __init__(
+        self, curve: dict[int, float | list[float]], p99_ms: dict[int, float] | None = None, steal: dict[int, list[float]] | None = None
+    ) -> None:
         self.curve = curve
         self.p99_ms = p99_ms or {}
+        self.steal = steal or {}  # per count: the hypervisor's share of the CPU in successive measurements
         self.measured: list[int] = []
 
     async def point(self, index: int, clients: int, windows: Any, settings: Any, repeat: int = 0) -> tuple[Point, Any]:
         value = self.curve[clients]  # a list: successive measurements of that count
-        throughput = value if isinstance(value, float) else value[self.measured.count(clients)]
+        nth = self.measured.count(clients)
+        throughput = value if isinstance(value, float) else value[nth]
+        steals = self.steal.get(clients, [])
+        steal = steals[nth] if nth < len(steals) else 0.0
         self.measured.append(clients)
         p99 = self.p99_ms.get(clients, 10.0)
         point = Point(
             index=index, clients=clients, repeat=repeat, throughput=throughput, p50_ms=1.0, p90_ms=1.0, p99_ms=p99,
             p999_ms=p99, mean_ms=1.0, completed=int(throughput > 0), sent=1, retries=0, duplicates=0, unmatched=0, series=[throughput],
-            bin_s=1.0, cv=0.0, client_cpu=0.0, little_ratio=1.0, unstable=False, client_bound=False,
+            bin_s=1.0, cv=0.0, client_cpu=0.0, little_ratio=1.0, unstable=False, client_bound=False, host_steal=steal,
         )  # fmt: skip
         return point, None
 
@@ -177,3 +183,28 @@ def test_reports_and_plans_say_when_a_measurement_drifted(tmp_path: Path) -> Non
         "this run's predictions against what its kept iterations measured: +9% (iteration 1) measured while the "
         "deployment slowed 16%"
     ]
+
+
+def test_a_window_the_hypervisor_took_is_measured_again_and_does_not_count() -> None:
+    """At 4 clients the hypervisor took 35% of the CPU: the sweep measures 4 again at once, the
+    peak is the clean window's, and the stolen window stays among the sweep's points."""
+    curve: dict[int, float | list[float]] = {1: 100.0, 2: 200.0, 4: [120.0, 400.0], 8: 380.0, 16: 300.0, 32: 250.0}
+    bench = _ScriptedCurve(curve, steal={4: [0.35, 0.02]})
+    result = _sweep(bench, [1, 2, 4, 8, 16, 32], refine=0)
+    assert bench.measured[:4] == [1, 2, 4, 4]
+    top = peak(result.points)
+    assert top is not None and top.clients == 4
+    assert top.throughput == 400.0 and top.measurements == (400.0,)
+    assert [p.throughput for p in result.points if p.clients == 4] == [120.0, 400.0]
+
+
+def test_a_sweep_measures_stolen_windows_again_only_within_its_budget() -> None:
+    """Every window stolen: each is measured again until the budget is spent, then the sweep goes
+    on, and a count whose windows were all stolen still counts them."""
+    counts = [1, 2, 4, 8, 16]
+    curve: dict[int, float | list[float]] = {n: [float(n * 10)] * 4 for n in counts}
+    bench = _ScriptedCurve(curve, steal={n: [0.5] * 4 for n in counts})
+    result = _sweep(bench, counts, refine=0)
+    assert len(result.points) - len(set(bench.measured)) == STOLEN_REMEASURES
+    top = peak(result.points)
+    assert top is not None and top.throughput == 160.0

@@ -24,11 +24,14 @@ from hydrodeploy.bench.measure import (
     Peak,
     Plateau,
     Point,
+    StealGuard,
     bracketed,
+    counted,
     node_usage,
     peak,
     refinement,
     stalled,
+    stolen_note,
     summarize,
     unconfirmed,
 )
@@ -318,7 +321,8 @@ async def sweep_counts(
         group = await measured(clients)
         if group is None:
             return stopped
-        reason = plateau.update(sum(p.throughput for p in group) / len(group), max(p.p99_ms for p in group))
+        kept = counted(group)
+        reason = plateau.update(sum(p.throughput for p in kept) / len(kept), max(p.p99_ms for p in kept))
         if not await narrow():
             return stopped
         if bracketed(points, slo_p99_ms) and not await confirmed():
@@ -346,16 +350,22 @@ async def sweep(
     breaks (the decision uses the mean over the repeats), narrowing down the peak ``refine``
     times and measuring it until it has ``confirm`` points (:func:`sweep_counts`)."""
     result = SweepResult()
+    guard = StealGuard()
 
     async def measure(clients: int) -> list[Point]:
         group: list[Point] = []
-        for repeat in range(repeats):
+        repeat = 0
+        while repeat < repeats:
             index = len(result.points)
             observer.point_started(index, clients, repeat, windows.total_s + START_DELAY_S)
             point, _ = await bench.point(index, clients, windows, settings, repeat)
             observer.point_done(point)
             result.points.append(point)
             group.append(point)
+            if guard.again(point):
+                observer.warning(stolen_note(point))
+                continue
+            repeat += 1
         return group
 
     result.stopped = await sweep_counts(counts, result.points, plateau, plateau.slo, refine, measure, confirm) or ""

@@ -22,16 +22,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hydrodeploy.bench.measure import STEAL_NOTICEABLE, Point
+from hydrodeploy.bench.measure import STEAL_NOTICEABLE, STOLEN, Point
 from hydrodeploy.bench.workload import WindowsSpec
 
 CONFIRMATION_FILE = "confirmation.json"
 VISIT_WINDOWS = 2  # windows measured on every deployment, at least
-# A window in which the hypervisor took more than this share of this machine's CPU is not counted
-# while the deployment has others, and another window is measured in its place, up to
-# EXTRA_WINDOWS more: one voting deployment measured 6,357 requests/s with 14% taken and 3,153
-# with 33%, its parent 1,546-1,876 with at most 4%.
-STOLEN = 0.10
+# A window in which the hypervisor took more than STOLEN of this machine's CPU is not counted while
+# the deployment has others, and another window is measured in its place, up to EXTRA_WINDOWS more.
 EXTRA_WINDOWS = 2
 # A fresh deployment is brought up to its client count through these unmeasured windows, doubling
 # from an eighth of it: thousands of clients starting at once are a burst no sweep ever sent (a

@@ -65,6 +65,7 @@ from hydrodeploy.optimize.confirm import (
 )
 from hydrodeploy.optimize.costmodel import (
     MAX_SIM_CLIENTS,
+    SIM_SEEDS,
     Calibration,
     Prediction,
     background_cores,
@@ -657,12 +658,14 @@ class Analysis:
         # the measurement, which the other structures' model costs are not): predicted whatever its rank
         again = [e for e in ranked[TOP_PREDICTED:] if not e["combo"]]
         predicted: list[tuple[Configuration, Prediction, float]] = []
+        arounds: dict[str, int] = {}
         for entry in [*ranked[:TOP_PREDICTED], *again]:
             config: Configuration = entry["config"]
             prog, topo = derive(self.base, config)
             # a faster configuration peaks at more clients (Little's law, latency alike): load it so
             around = _scaled_clients(calibration.clients, entry["placement"].throughput / max(current.max_throughput, 1e-9))
-            prediction = predict(calibration, prog, topo, self.quotas(topo), around=around, timeout_ms=timeout)
+            arounds[config.identity()] = around
+            prediction = predict(calibration, prog, topo, self.quotas(topo), around=around, timeout_ms=timeout, seeds=SIM_SEEDS)
             entry["prediction"] = prediction
             predicted.append((config, prediction, entry["ceiling"]))
         need = current.max_throughput * (1 + self.workload.analyze.min_gain)
@@ -671,7 +674,17 @@ class Analysis:
         top = max((p.throughput for _, p, _ in predicted), default=0.0)
         near = [c for c in predicted if _bucket(c[1].throughput) >= _bucket(top) - 1]
         best_choice = max(near, key=lambda c: (c[2], c[1].throughput), default=None)
-        choice = None if best_choice is None else (best_choice[0], best_choice[1])
+        choice = None
+        if best_choice is not None:
+            # the chosen candidate's prediction, the one recorded and measured against, from more
+            # runs per load than the screening's
+            config, _, _ = best_choice
+            prog, topo = derive(self.base, config)
+            around = arounds[config.identity()]
+            choice = (config, predict(calibration, prog, topo, self.quotas(topo), around=around, timeout_ms=timeout))
+            for entry in evaluated:
+                if entry["config"] is config:
+                    entry["screened"], entry["prediction"] = entry["prediction"], choice[1]
         decision = {
             "from_iteration": current.index,
             "bottleneck": neck.to_json(),
@@ -945,6 +958,7 @@ def _structure_json(e: Mapping[str, Any]) -> dict[str, Any]:
         "simulated": e.get("simulated"),
         "predicted_throughput": None if prediction is None else prediction.throughput,
         "prediction": None if prediction is None else prediction.to_json(),
+        "screened_throughput": None if e.get("screened") is None else e["screened"].throughput,
         "error": e.get("error"),
         "reason": e.get("reason", ""),
         "skipped": e.get("skipped"),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydrodeploy.bench.experiment import Bench, Observer, sweep_counts
-from hydrodeploy.bench.measure import Peak, Plateau, Point, peak
+from hydrodeploy.bench.measure import Peak, Plateau, Point, StealGuard, peak, stolen_note
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import DeployError, ProcessFailure
 from hydrodeploy.deploy.host import PerfRecording
@@ -146,10 +146,14 @@ async def profiled_sweep(
     clients = set(dep.client_processes())
     out = Measured()
 
+    guard = StealGuard()
+
     async def measure(n: int) -> list[Point] | None:
-        """The points at ``n`` clients; None when a node stopped answering (the sweep ends)."""
+        """The points at ``n`` clients (a window the hypervisor took is measured again, within
+        :class:`StealGuard`'s budget); None when a node stopped answering (the sweep ends)."""
         group: list[Point] = []
-        for repeat in range(repeats):
+        repeat = 0
+        while repeat < repeats:
             index = len(out.points)
             observer.point_started(index, n, repeat, windows.total_s)
             try:
@@ -177,6 +181,10 @@ async def profiled_sweep(
             on_point(point, profile)
             observer.point_done(point)
             group.append(point)
+            if guard.again(point):
+                observer.warning(stolen_note(point))
+                continue
+            repeat += 1
         return group
 
     try:

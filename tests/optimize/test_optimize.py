@@ -8,6 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hydrodeploy.language import ir, load_program
 from hydrodeploy.optimize.bottleneck import find_bottleneck
@@ -28,6 +30,8 @@ from hydrodeploy.optimize.config import (
 )
 from hydrodeploy.optimize.costmodel import (
     RuntimeFit,
+    _capacity_of,
+    _median_run,
     _pooled,
     fit_inprocess,
     fit_runtime,
@@ -522,3 +526,29 @@ def test_configurations_alike_but_for_their_new_names_numbers_are_the_same() -> 
     assert _chain("proposer_broadcaster3").steps_text() != _chain("proposer_broadcaster4").steps_text()
     assert _chain("proposer_broadcaster3").identity() != _chain("proposer_broadcaster3", ("p2a#1",)).identity()
     assert _chain("proposer_broadcaster3").identity() != _chain("proposer_broadcaster3").with_partitions([]).identity()
+
+
+def _run(throughput: float, busy: float) -> SimPoint:
+    return SimPoint(64, throughput, 10.0, 20.0, busy={"leader/0": busy, "participant/0": busy / 4})
+
+
+def test_a_run_that_collapsed_does_not_move_the_load_s_capacity() -> None:
+    """Of five runs at one load, one collapsed into timeouts (a tenth of the throughput for the
+    same saturated CPU): the load's point is a steady run's, not a mean dragged down by it."""
+    quotas = {"leader/0": 0.05, "participant/0": 0.05}
+    steady = [_run(t, 0.045) for t in (1900.0, 2000.0, 2100.0, 1950.0)]
+    collapsed = _run(200.0, 0.05)
+    point = _median_run([steady[0], collapsed, steady[1], steady[2], steady[3]], quotas)
+    assert point in steady
+    assert _capacity_of(point, quotas) == pytest.approx(1950.0 / 0.9)  # the middle of 200, 1900, 1950, 2000, 2100
+
+
+@given(st.lists(st.floats(min_value=1.0, max_value=1e5), min_size=1, max_size=12))
+def test_the_median_run_has_as_many_runs_below_as_above(throughputs: list[float]) -> None:
+    quotas = {"leader/0": 0.05, "participant/0": 0.05}
+    runs = [_run(t, 0.04) for t in throughputs]
+    chosen = _capacity_of(_median_run(runs, quotas), quotas)
+    below = sum(1 for r in runs if _capacity_of(r, quotas) < chosen)
+    above = sum(1 for r in runs if _capacity_of(r, quotas) > chosen)
+    assert below <= len(runs) // 2
+    assert above <= (len(runs) - 1) // 2
