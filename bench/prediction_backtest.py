@@ -56,6 +56,7 @@ from typing import Any
 
 import yaml
 
+from hydrodeploy.deploy.local import cfs_period_s
 from hydrodeploy.language import ir, load_source, print_program
 from hydrodeploy.optimize import costmodel, perfsim
 from hydrodeploy.optimize.config import Configuration, derive
@@ -232,7 +233,7 @@ def refit(run: Path, base: ir.Program, parent: Mapping[str, Any], before: int, s
     spec = _spec(run)
     machine = spec["cluster"].get("machine") or {}
     quota = machine.get("cpus")
-    period_s = machine.get("cfs_period_us", 10000) / 1e6
+    period_s = cfs_period_s(quota, machine.get("cfs_period_us", 10000))
     program, topology = derive(base, Configuration.from_json(parent["config"]))
     folder = run / "iterations" / f"{int(parent['index']):02d}" / "profiles"
     profiles = load_profiles(folder)

@@ -23,6 +23,7 @@ from hydrodeploy.deploy import ProcessSpec
 from hydrodeploy.deploy import local as local_mod
 from hydrodeploy.deploy.local import (
     LocalCluster,
+    cfs_period_s,
     cgroups_unavailable,
     namespaces_unavailable,
     pack_cpus,
@@ -216,3 +217,23 @@ def test_voting_over_namespaces_with_netem_delay(tmp_path: Path) -> None:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(ns in listed.split() for ns in namespaces)
     assert bridge not in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+
+
+def test_the_analysis_simulates_nodes_throttled_over_the_period_the_cgroup_enforces(tmp_path: Path) -> None:
+    """A twentieth of a core over a 10 ms period is 1 ms every 20 ms in the cgroup; the performance
+    simulation throttles over the same 20 ms (over 10 ms its nodes ticked twice as often with half
+    the budget, on smaller batches)."""
+    from hydrodeploy.bench.workload import load_workload
+    from hydrodeploy.deploy.cluster import load_cluster
+    from hydrodeploy.optimize.loop import Analysis, LoopObserver
+    from hydrodeploy.report.rundir import RunDirectory
+
+    root = Path(__file__).resolve().parent.parent
+    workload = load_workload(root / "workloads" / "voting.yaml")
+    cluster = load_cluster(root / "clusters" / "local-small.yaml")
+    analysis = Analysis(workload, cluster, RunDirectory(tmp_path), LoopObserver())
+    cpus = cluster.machine.cpus  # type: ignore[union-attr]
+    assert cpus == 0.05
+    assert analysis.period_s == cfs_period_s(cpus, 10_000) == 0.02
+    assert cfs_period_s(0.25, 10_000) == 0.01
+    assert cfs_period_s(None, 10_000) == 0.01

@@ -162,6 +162,12 @@ def quota_for(cpus: float, period_us: int) -> tuple[int, int]:
     return period_us, max(MIN_QUOTA_US, round(cpus * period_us))
 
 
+def cfs_period_s(cpus: float | None, period_us: int) -> float:
+    """The CFS period, in seconds, a machine of ``cpus`` cores runs under (:func:`quota_for`):
+    a twentieth of a core over a 10 ms period is 1 ms every 20 ms."""
+    return (period_us if cpus is None else quota_for(cpus, period_us)[0]) / 1e6
+
+
 class CpuGroup:
     """One emulated machine's CPU cgroup."""
 

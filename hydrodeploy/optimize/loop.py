@@ -40,6 +40,7 @@ from hydrodeploy.bench.measure import Plateau, Point, measured_peak
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec, WorkloadSpec
 from hydrodeploy.deploy import DeployError, ProcessFailure
 from hydrodeploy.deploy.cluster import AnyClusterSpec, ClusterSpec, RunClusters
+from hydrodeploy.deploy.local import cfs_period_s
 from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.language import ir, load_program, print_program
 from hydrodeploy.optimize.bottleneck import Bottleneck, find_bottleneck
@@ -211,7 +212,8 @@ class Analysis:
         self.local = isinstance(cluster, ClusterSpec)
         self.clusters = RunClusters(cluster, run_dir.path)  # GCP instances kept across iterations
         self.quota: float | None = cluster.machine.cpus if isinstance(cluster, ClusterSpec) else None
-        self.period_s = cluster.machine.cfs_period_us / 1e6 if isinstance(cluster, ClusterSpec) else 0.01
+        # as the cgroups enforce it: the performance simulation throttles nodes over the same period
+        self.period_s = cfs_period_s(self.quota, cluster.machine.cfs_period_us) if isinstance(cluster, ClusterSpec) else 0.01
         self.started = time.monotonic()
         self.started_wall = time.time()
         self.mode: Mode = "log" if any(o.attrs and "slot" in o.attrs for o in self.base.outputs) else "per-request"

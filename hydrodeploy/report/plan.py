@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hydrodeploy.bench.measure import drift_flagged, drift_moved
 from hydrodeploy.bench.workload import WorkloadSpec
-from hydrodeploy.deploy.local import pack_cpus
+from hydrodeploy.deploy.local import cfs_period_s, pack_cpus
 from hydrodeploy.errors import HydrodeployError
 from hydrodeploy.language import ir, load_program, print_program
 from hydrodeploy.optimize.choose import cheapest
@@ -215,7 +215,7 @@ def _calibration(run: _Run) -> tuple[Calibration, dict[str, Any], WindowProfile]
             history += [(p, ids) for p in load_profiles(run.path / "iterations" / f"{it['index']:02d}" / "profiles")]
     local = run.cluster.get("kind", "local") == "local"
     quota = (run.cluster.get("machine") or {}).get("cpus") if local else None
-    period = ((run.cluster.get("machine") or {}).get("cfs_period_us") or 10_000) / 1e6
+    period = cfs_period_s(quota, (run.cluster.get("machine") or {}).get("cfs_period_us") or 10_000)
     host = host_capacity(best, os.cpu_count() or 1) if local else None
     quotas = {a: quota for _, a, _ in topology.addresses()}
     calibration = calibrate(
