@@ -69,6 +69,10 @@ def test_the_loop_measures_the_base_program_and_a_rewrite_it_chose(analyzed: Pat
     assert decision["candidates"]["decouplings"], "the leader's decouplings are candidates"
     assert any(s["placement"]["status"] == "optimal" for s in decision["structures"])
     assert decision["calibration"]["runtime"]["rows"] > 0
+    # the chosen configuration's prediction, the one recorded, comes from more runs than its screening
+    chosen = [s for s in decision["structures"] if s["screened_throughput"] is not None]
+    assert len(chosen) == 1
+    assert chosen[0]["predicted_throughput"] == pytest.approx(it["prediction"]["throughput"])
     program = (analyzed / "iterations" / "01" / "program.ded").read_text()
     assert ".component leader_" in program  # a component a decoupling made
     base_it = json.loads((analyzed / "iterations" / "00" / "iteration.json").read_text())
