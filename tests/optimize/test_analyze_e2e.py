@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hydrodeploy.bench.measure import counted
 from hydrodeploy.cli.main import main
 from hydrodeploy.deploy.local import cgroups_unavailable, pack_cpus
-from hydrodeploy.optimize.confirm import knee_clients, visit_from_json
+from hydrodeploy.optimize.confirm import EXTRA_WINDOWS, VISIT_WINDOWS, knee_clients, visit_from_json
 from hydrodeploy.report.load import load_points
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +93,7 @@ def _knee(run: Path, index: int) -> int:
     measured = json.loads((run / "iterations" / f"{index:02d}" / "iteration.json").read_text())["measured"]
     points = load_points(run, index)
     knee = knee_clients(points, measured["max_throughput"], measured["clients"])
-    at_knee = [p.throughput for p in points if p.clients == knee]
+    at_knee = [p.throughput for p in counted([p for p in points if p.clients == knee])]
     assert knee <= measured["clients"] and sum(at_knee) / len(at_knee) >= 0.95 * measured["max_throughput"]
     return knee
 
@@ -109,8 +110,10 @@ def test_the_speedup_is_confirmed_by_deploying_base_and_final_in_turn(analyzed: 
     for visit in visits:
         assert visit.error == ""
         assert visit.clients == _knee(analyzed, visit.iteration)
-        # two windows that count, more only in place of windows the hypervisor took much of
-        assert len(visit.counted) >= 2 and all(t > 0 for t in visit.throughputs)
+        # two windows that count, more only in place of windows the hypervisor took much of (while
+        # the extra windows last: under heavy steal fewer than two may count)
+        assert len(visit.counted) >= 2 or len(visit.throughputs) == VISIT_WINDOWS + EXTRA_WINDOWS
+        assert all(t > 0 for t in visit.throughputs)
         assert len(visit.throughputs) == 2 or (visit.stolen > 0 and len(visit.throughputs) <= 4)
     base = [t for v in visits if v.iteration == 0 for t in v.counted]
     final = [t for v in visits if v.iteration == 1 for t in v.counted]
@@ -132,7 +135,8 @@ def test_the_rewrite_is_kept_or_rolled_back_on_a_paired_check_against_its_parent
     visits = [visit_from_json(v) for v in paired["visits"]]
     for visit in visits:
         # two windows, and one more for each the hypervisor took much of the CPU in (at most two)
-        assert visit.error == "" and len(visit.counted) >= 2 and all(t > 0 for t in visit.throughputs)
+        assert visit.error == "" and all(t > 0 for t in visit.throughputs)
+        assert len(visit.counted) >= 2 or len(visit.throughputs) == VISIT_WINDOWS + EXTRA_WINDOWS
         assert len(visit.throughputs) == 2 or (visit.stolen > 0 and len(visit.throughputs) <= 4)
     parent_first, rewritten, parent_again = (sum(v.counted) / len(v.counted) for v in visits)
     assert paired["ratio"] == pytest.approx(rewritten / ((parent_first + parent_again) / 2))

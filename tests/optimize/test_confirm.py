@@ -127,8 +127,8 @@ def test_fresh_deployments_are_measured_at_the_knee_of_the_sweep() -> None:
 
     from hydrodeploy.optimize.confirm import knee_clients
 
-    def points(*pairs: tuple[int, float]) -> list[Any]:
-        return [SimpleNamespace(clients=n, throughput=t) for n, t in pairs]
+    def points(*pairs: tuple[int, float], steal: float = 0.0) -> list[Any]:
+        return [SimpleNamespace(clients=n, throughput=t, host_steal=steal) for n, t in pairs]
 
     sweep = points((256, 5766), (512, 6944), (1024, 7934), (2048, 8296), (2048, 8100), (4096, 1358))
     assert knee_clients(sweep, 8198.0, 2048) == 1024  # 7,934 is 97% of the peak's mean
@@ -137,6 +137,9 @@ def test_fresh_deployments_are_measured_at_the_knee_of_the_sweep() -> None:
     lucky = points((512, 8000), (512, 6000), (1024, 7900), (2048, 8200))
     assert knee_clients(lucky, 8200.0, 2048) == 1024
     assert knee_clients([], 100.0, 64) == 64
+    # a window the hypervisor took 35% of the CPU in does not count while its count has others
+    stolen = points((512, 6000), (1024, 7900), (2048, 8200)) + points((1024, 3000), steal=0.35)
+    assert knee_clients(stolen, 8200.0, 2048) == 1024
 
 
 def test_windows_the_hypervisor_took_much_of_are_measured_again_and_not_counted() -> None:
