@@ -659,34 +659,30 @@ class Analysis:
         # the current structure re-placed answers the measured bottleneck directly (its cost fitted to
         # the measurement, which the other structures' model costs are not): predicted whatever its rank
         again = [e for e in ranked[TOP_PREDICTED:] if not e["combo"]]
-        predicted: list[tuple[Configuration, Prediction, float]] = []
-        arounds: dict[str, int] = {}
+        screened: list[dict[str, Any]] = []
         for entry in [*ranked[:TOP_PREDICTED], *again]:
-            config: Configuration = entry["config"]
-            prog, topo = derive(self.base, config)
+            prog, topo = derive(self.base, entry["config"])
             # a faster configuration peaks at more clients (Little's law, latency alike): load it so
-            around = _scaled_clients(calibration.clients, entry["placement"].throughput / max(current.max_throughput, 1e-9))
-            arounds[config.identity()] = around
-            prediction = predict(calibration, prog, topo, self.quotas(topo), around=around, timeout_ms=timeout, seeds=SIM_SEEDS)
-            entry["prediction"] = prediction
-            predicted.append((config, prediction, entry["ceiling"]))
+            entry["around"] = _scaled_clients(calibration.clients, entry["placement"].throughput / max(current.max_throughput, 1e-9))
+            entry["prediction"] = predict(
+                calibration, prog, topo, self.quotas(topo), around=entry["around"], timeout_ms=timeout, seeds=SIM_SEEDS
+            )
+            screened.append(entry)
         need = current.max_throughput * (1 + self.workload.analyze.min_gain)
         # the highest prediction; among predictions within a bucket of it, the structure that can
         # go furthest later (its throughput with the whole budget and no host limit)
-        top = max((p.throughput for _, p, _ in predicted), default=0.0)
-        near = [c for c in predicted if _bucket(c[1].throughput) >= _bucket(top) - 1]
-        best_choice = max(near, key=lambda c: (c[2], c[1].throughput), default=None)
-        choice = None
-        if best_choice is not None:
+        top = max((e["prediction"].throughput for e in screened), default=0.0)
+        near = [e for e in screened if _bucket(e["prediction"].throughput) >= _bucket(top) - 1]
+        chosen_entry = max(near, key=lambda e: (e["ceiling"], e["prediction"].throughput), default=None)
+        choice: tuple[Configuration, Prediction] | None = None
+        if chosen_entry is not None:
             # the chosen candidate's prediction, the one recorded and measured against, from more
             # runs per load than the screening's
-            config, _, _ = best_choice
+            config: Configuration = chosen_entry["config"]
             prog, topo = derive(self.base, config)
-            around = arounds[config.identity()]
-            choice = (config, predict(calibration, prog, topo, self.quotas(topo), around=around, timeout_ms=timeout))
-            for entry in evaluated:
-                if entry["config"] is config:
-                    entry["screened"], entry["prediction"] = entry["prediction"], choice[1]
+            prediction = predict(calibration, prog, topo, self.quotas(topo), around=chosen_entry["around"], timeout_ms=timeout)
+            chosen_entry["screened"], chosen_entry["prediction"] = chosen_entry["prediction"], prediction
+            choice = (config, prediction)
         decision = {
             "from_iteration": current.index,
             "bottleneck": neck.to_json(),
