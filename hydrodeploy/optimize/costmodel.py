@@ -14,7 +14,7 @@ throughput of any configuration.
 - the evaluator's CPU in this process as a function of its work (:func:`fit_inprocess`): every
   rule's seconds per run, per fact in the relations of its positive atoms and per fact derived,
   and the work around the rules per tick, per fact received and per rule run, fitted on the runs
-  of one simulation of the measured configuration timed as it ran. Every later simulation charges
+  of simulations of the measured configuration at two loads, timed as they ran. Every later simulation charges
   these, not its own timings, so the same calibration predicts the same throughput for the same
   configuration every time (timed runs varied 10-23% from one prediction to the next, the
   closed loop amplifying the timing noise). Rules a rewrite generates are fitted when first
@@ -212,6 +212,7 @@ def inprocess_scales(best: WindowProfile, names: Mapping[str, Sequence[str]], po
 
 
 FIT_MAX_SAMPLES = 4000  # runs of one rule a fit uses (evenly spaced)
+FIT_LOADS = (0.25, 1.0)  # loads, relative to the measured best point's clients, whose runs the in-process fits pool
 FIT_TRIM = 0.02  # the share of runs furthest above a first fit dropped before the second (a run preempted here)
 
 
@@ -259,19 +260,26 @@ def with_fits(
     timeout_ms: float | None = None,
 ) -> TickCosts:
     """``costs`` with an in-process cost function for every rule of ``program`` (:func:`fit_inprocess`).
-    Rules without one (a rewrite generated them) are timed in a simulation of ``program`` at
-    ``clients``; their fits are scaled by how much slower the rules already fitted ran in that
-    simulation than their fits say (this process's speed drifts), so that every fit is on one scale.
+    Rules without one (a rewrite generated them) are timed in simulations of ``program`` at
+    ``clients`` and at a quarter of them (:data:`FIT_LOADS`: at one load the closed loop may
+    settle into batches of one size, and then a rule's cost per run and per fact cannot be told
+    apart). Their fits are scaled by how much slower the rules already fitted ran in those
+    simulations than their fits say (this process's speed drifts), so that every fit is on one scale.
     A rule that never ran there gets the median run's cost."""
     names = {k for ids in identities(program, base_file).values() for k in ids}
     missing = names - costs.rule_fit.keys()
     if not missing and costs.bookkeeping_fit:
         return costs
-    run = perfsim.simulate_point(
-        program, topology, costs, quotas, period_s, clients, base_file, SIM_WARMUP_S, SIM_MEASURE_S, timeout_ms, collect=True
-    )
-    samples = run.samples
-    fits, book = fit_inprocess(samples, run.tick_samples)
+    samples: perfsim.Samples = {}
+    ticks: perfsim.TickSamples = []
+    for n in sorted({max(2, round(clients * f)) for f in FIT_LOADS}):
+        run = perfsim.simulate_point(
+            program, topology, costs, quotas, period_s, n, base_file, SIM_WARMUP_S, SIM_MEASURE_S, timeout_ms, collect=True
+        )
+        for rule, timed_runs in run.samples.items():
+            samples.setdefault(rule, []).extend(timed_runs)
+        ticks.extend(run.tick_samples)
+    fits, book = fit_inprocess(samples, ticks)
     known = [(costs.rule_fit[k], runs) for k, runs in samples.items() if k in costs.rule_fit]
     expected = sum(perfsim.fitted_cost(fit, w, d) for fit, runs in known for w, d, _ in runs)
     timed = sum(s for _, runs in known for _, _, s in runs)

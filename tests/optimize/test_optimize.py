@@ -344,6 +344,18 @@ def test_performance_simulation_is_bound_by_the_quota() -> None:
     assert unthrottled.throughput > 2 * point.throughput
 
 
+def test_thousands_of_simulated_clients_start_in_one_frame_per_client_process() -> None:
+    """As the benchmark client sends them: at 90 µs per frame received and a twentieth of a core,
+    a frame per client's first request would make the leader's first tick last seconds at 4,096
+    clients, and every client would time out before its first reply."""
+    base = load_program(VOTING)
+    program, topology = derive(base, Configuration())
+    quotas: dict[str, float | None] = {a: 0.05 for _, a, _ in topology.addresses()}
+    costs = TickCosts(evaluate_scale=1.0, msg_in=1e-6, msg_out=1e-6, frame_out=10e-6, tick=50e-6, log_record=0.0, frame_in=90e-6)
+    point = simulate_point(program, topology, costs, quotas, 0.02, 4096, base.path, 0.3, 0.6, timeout_ms=2000.0)
+    assert point.throughput > 1000 and point.busy["leader/0"] > 0.04
+
+
 def test_performance_simulation_charges_in_process_cpu_scaled_per_rule() -> None:
     base = load_program(VOTING)
     program, topology = derive(base, Configuration())
