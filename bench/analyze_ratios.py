@@ -58,7 +58,10 @@ def describe(run: Path, protocol: str, seconds: float) -> dict[str, Any]:
     record = json.loads((run / "iterations" / f"{final['index']:02d}" / "iteration.json").read_text())
     ratio = final["max_throughput"] / base["max_throughput"]
     errors = [
-        (e["index"], e["predicted_throughput"], e["max_throughput"], _slowdown(run, e["index"]), e.get("paired_prediction_error"), e.get("paired_ratio"))
+        (
+            e["index"], e["predicted_throughput"], e["max_throughput"], _slowdown(run, e["index"]),
+            e.get("paired_prediction_error"), e.get("paired_ratio"), e.get("deployments") or [],
+        )
         for e in summary["iterations"]
         if e["kept"] and e["predicted_throughput"] and e["max_throughput"]
     ]
@@ -149,10 +152,17 @@ def main() -> None:
             f"point, {row['iterations']} iterations in {row['minutes']:.1f} min; {row['run']}",
             flush=True,
         )
-        for index, predicted, measured, slower, paired_error, paired_ratio in row["predictions"]:
+        for index, predicted, measured, slower, paired_error, paired_ratio, deployments in row["predictions"]:
             speed = "" if slower is None else f"; machine {slower:.2f}x as slow as when calibrated"
             paired = "" if paired_error is None else f"; paired check {paired_ratio:.2f}x, prediction {paired_error:+.0%}"
-            print(f"    iteration {index}: predicted {predicted:,.0f}, measured {measured:,.0f} ({predicted / measured - 1:+.0%}{speed}){paired}")
+            every = ""
+            if len(deployments) > 1:
+                mean = sum(deployments) / len(deployments)
+                every = f"; every deployment ({len(deployments)}) {mean:,.0f}, prediction {predicted / mean - 1:+.0%}"
+            print(
+                f"    iteration {index}: predicted {predicted:,.0f}, measured {measured:,.0f} "
+                f"({predicted / measured - 1:+.0%}{speed}){paired}{every}"
+            )
         if row["confirmation"]:
             print(f"    confirmed: {row['confirmation']}")
         print(f"    configuration: {row['chain']}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,11 @@ def summary(run: Path) -> dict[str, Any]:
     spec = _spec(run)
     its = iterations(run)
     by_index = {int(i["index"]): i for i in its}
+    fresh = fresh_deployments(run, its)
     entries = []
     for it in its:
         measured = it.get("measured") or {}
+        every = ([measured["max_throughput"]] if measured else []) + fresh.get(int(it["index"]), [])
         entries.append(
             {
                 "index": it["index"],
@@ -136,6 +139,9 @@ def summary(run: Path) -> dict[str, Any]:
                 # it and its parent deployed afresh one after the other (:mod:`hydrodeploy.optimize.paired`)
                 "paired_ratio": _rounded((it.get("paired") or {}).get("ratio"), 3),
                 "paired_prediction_error": _rounded((it.get("paired") or {}).get("prediction_error"), 3),
+                # its sweep's maximum and every fresh deployment of it (:func:`fresh_deployments`)
+                "deployments": [round(x, 1) for x in every],
+                "measured_every_deployment": round(statistics.fmean(every), 1) if every else None,
                 "rewrite": _rewrite(it, by_index),
                 "kept": it.get("kept"),
                 "status": it.get("status"),
@@ -161,6 +167,23 @@ def summary(run: Path) -> dict[str, Any]:
         # the base program and the final configuration deployed in turn after the loop (:mod:`hydrodeploy.optimize.confirm`)
         "confirmed_speedup": None if confirmed_speedup is None else round(confirmed_speedup, 3),
     }
+
+
+def fresh_deployments(run: Path, its: Sequence[Mapping[str, Any]]) -> dict[int, list[float]]:
+    """Per iteration, the throughput of every fresh deployment of its configuration (the mean of
+    the windows that count of each): in paired checks, as the rewritten configuration or as its
+    parent, and in the confirmation. With its sweep's maximum, these are every measurement of the
+    configuration the run made; this machine's speed moves by tens of percent within minutes, so
+    their mean is a steadier measure of the configuration than any one of them."""
+    visits = [v for it in its if (check := paired_check(it)) is not None for v in check.visits]
+    data = _read(run / CONFIRMATION_FILE)
+    if data is not None:
+        visits.extend(Confirmation.from_json(data).visits)
+    out: dict[int, list[float]] = {}
+    for visit in visits:
+        if visit.counted and not visit.error:
+            out.setdefault(visit.iteration, []).append(statistics.fmean(visit.counted))
+    return out
 
 
 def _rounded(x: Any, digits: int) -> float | None:
@@ -297,13 +320,18 @@ def plot_breakdown(its: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return path
 
 
-def plot_predicted(its: Sequence[Mapping[str, Any]], path: Path) -> Path:
+def plot_predicted(its: Sequence[Mapping[str, Any]], path: Path, fresh: Mapping[int, Sequence[float]] | None = None) -> Path:
+    """Measured (the sweep's maximum) and predicted maximum throughput per iteration; with
+    ``fresh``, each fresh deployment of an iteration's configuration as a dot on its bar."""
     fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
     xs = list(range(len(its)))
     measured = [(it.get("measured") or {}).get("max_throughput", 0.0) or 0.0 for it in its]
     predicted = [it.get("predicted_throughput") or 0.0 for it in its]
-    ax.bar([x - 0.2 for x in xs], measured, width=0.4, label="measured", color="tab:blue")
+    ax.bar([x - 0.2 for x in xs], measured, width=0.4, label="measured (sweep)", color="tab:blue")
     ax.bar([x + 0.2 for x in xs], predicted, width=0.4, label="predicted before deploying", color="tab:orange")
+    dots = [(x - 0.2, y) for x, it in zip(xs, its, strict=True) for y in (fresh or {}).get(int(it["index"]), [])]
+    if dots:
+        ax.scatter([d[0] for d in dots], [d[1] for d in dots], s=14, color="black", zorder=3, label="measured (fresh deployments)")
     for x, m, p in zip(xs, measured, predicted, strict=True):
         if m and p:
             ax.annotate(f"{p / m - 1:+.0%}", (x + 0.2, p), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
@@ -380,7 +408,10 @@ def _sections(run: Path) -> list[tuple[str, list[Any]]]:
             "of this machine: the predicted "
             "ratio (prediction over the parent's sweep, on which it was calibrated) against the measured one "
             "(\"error, paired\"). \"error, sweeps\" compares the prediction with a sweep made a minute or more "
-            "after the one it was calibrated on."
+            "after the one it was calibrated on. \"every deployment\" is the mean of every measurement of the "
+            "configuration in the run: its sweep's maximum and each of its fresh deployments (in paired checks, as "
+            "either side, and in the confirmation), how many in brackets; this machine's speed moves by tens of "
+            "percent within minutes, so one measurement is a noisy draw of it."
         )
     rows = [
         [
@@ -388,12 +419,18 @@ def _sections(run: Path) -> list[tuple[str, list[Any]]]:
             "-" if not (e["predicted_throughput"] and e["max_throughput"]) else f"{e['predicted_throughput'] / e['max_throughput'] - 1:+.0%}",
             "-" if e["paired_ratio"] is None else f"{e['paired_ratio']:.2f}x",
             "-" if e["paired_prediction_error"] is None else f"{e['paired_prediction_error']:+.0%}",
+            "-" if len(e["deployments"]) < 2 else f"{_fmt(e['measured_every_deployment'])} ({len(e['deployments'])})",
+            "-" if len(e["deployments"]) < 2 or not e["predicted_throughput"]
+            else f"{e['predicted_throughput'] / e['measured_every_deployment'] - 1:+.0%}",
             _fmt(e["p50_ms"], ".1f"), _fmt(e["p99_ms"], ".1f"), {True: "kept", False: "rolled back", None: "-"}[e["kept"]],
             e["rewrite"] or "base program",
         ]
         for e in data["iterations"]
     ]  # fmt: skip
-    header = ["#", "machines", "max req/s", "predicted", "error, sweeps", "paired ratio", "error, paired", "p50 ms", "p99 ms", "outcome", "rewrite"]
+    header = [
+        "#", "machines", "max req/s", "predicted", "error, sweeps", "paired ratio", "error, paired",
+        "every deployment req/s (n)", "error, every deployment", "p50 ms", "p99 ms", "outcome", "rewrite",
+    ]  # fmt: skip
     intro.append(("table", header, rows))
     out.append(("Summary", intro))
     out.append(
@@ -618,7 +655,7 @@ def render(run: Path) -> Path:
     plot_curves(run, its, run / PLOTS["curves"])
     plot_cpu(run, its, run / PLOTS["cpu"])
     plot_breakdown(its, run / PLOTS["rules"])
-    plot_predicted(its, run / PLOTS["predicted"])
+    plot_predicted(its, run / PLOTS["predicted"], fresh_deployments(run, its))
     data = summary(run)
     title = f"hydrodeploy analyze: {data['protocol']} on {data['cluster']}"
     sections = _sections(run)

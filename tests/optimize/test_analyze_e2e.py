@@ -152,6 +152,15 @@ def test_the_rewrite_is_kept_or_rolled_back_on_a_paired_check_against_its_parent
     report = (analyzed / "report.md").read_text()
     assert "Paired check (deployed afresh, one after the other): iteration 0" in report
     assert "| error, paired |" in report
+    # every measurement of a configuration: its sweep's maximum and each fresh deployment of it
+    confirmation = json.loads((analyzed / "confirmation.json").read_text()) if summary["final"] == 1 else {"visits": []}
+    fresh = visits + [visit_from_json(v) for v in confirmation["visits"]]
+    for index, it_record in ((0, base), (1, it)):
+        expected = [it_record["measured"]["max_throughput"]] + [sum(v.counted) / len(v.counted) for v in fresh if v.iteration == index]
+        entry = summary["iterations"][index]
+        assert entry["deployments"] == [round(x, 1) for x in expected]
+        assert entry["measured_every_deployment"] == pytest.approx(sum(expected) / len(expected), abs=0.1)
+    assert "| error, every deployment |" in report
     for n in range(3):
         folder = analyzed / "iterations" / "01" / "paired" / f"{n:02d}"
         assert (folder / "logs").is_dir()
