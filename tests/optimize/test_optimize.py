@@ -554,6 +554,25 @@ def test_a_run_that_collapsed_does_not_move_the_load_s_capacity() -> None:
     assert point in steady
     assert _capacity_of(point, quotas) == pytest.approx(1950.0 / 0.9)  # the middle of 200, 1900, 1950, 2000, 2100
 
+def test_a_prediction_simulates_more_clients_while_the_capacity_still_rises_below_the_measured_latency() -> None:
+    """A node at its quota takes larger batches as requests queue, and its CPU per request falls
+    (here: a millisecond per tick). The guess of 4 clients is too few: with the latency the
+    measured configuration had at its peak (64 clients at 1,000 requests/s), the load goes on
+    doubling while the best load is the highest; with a far shorter one, it stops at the guess."""
+    from hydrodeploy.optimize.costmodel import Calibration, RuntimeFit, load_point
+
+    base = load_program(VOTING)
+    program, topology = derive(base, Configuration())
+    quotas: dict[str, float | None] = {a: 0.05 for _, a, _ in topology.addresses()}
+    runtime = RuntimeFit(1e-6, 1e-6, 1e-5, 1e-3, 0.0, 0.0, 0.0, 10, 0.0)
+    costs = TickCosts(evaluate_scale=1.0, msg_in=1e-6, msg_out=1e-6, frame_out=1e-5, tick=1e-3, log_record=0.0)
+    _, _, _, _, fitted = _fitted_base()
+    costs = replace(costs, rule_fit=fitted.rule_fit, bookkeeping_fit=fitted.bookkeeping_fit)
+    slow = Calibration(costs, runtime, 0.02, 1.0, 1000.0, 1000.0, 64, math.nan, None, base.path)
+    assert load_point(slow, program, topology, quotas, 4, seeds=1, loads=(1.0, 2.0)).clients > 8
+    fast = replace(slow, clients=1, throughput=100_000.0, modelled=100_000.0)
+    assert load_point(fast, program, topology, quotas, 4, seeds=1, loads=(1.0, 2.0)).clients <= 8
+
 
 @given(st.lists(st.floats(min_value=1.0, max_value=1e5), min_size=1, max_size=12))
 def test_the_median_run_has_as_many_runs_below_as_above(throughputs: list[float]) -> None:
