@@ -513,8 +513,9 @@ def load_point(
     counts = sorted({min(MAX_SIM_CLIENTS, max(4, round(clients * factor))) for factor in loads})
     points = [median_at(n) for n in counts]
     best = max(points, key=lambda p: _capacity_of(p, eff))  # the first of equals: the fewest clients
-    # the measured configuration's peak latency, in the model's terms: its clients per modelled request/s
-    latency = calibration.clients / (calibration.modelled if calibration.modelled > 0 else calibration.throughput)
+    # the measured configuration's peak latency: the same for the measured configuration's own
+    # capacity (:attr:`Calibration.modelled`) and every candidate's, so that both extend alike
+    latency = calibration.clients / max(calibration.throughput, 1e-9)
     for _ in range(MORE_LOADS):
         top = counts[-1]
         if best.clients != top or top >= MAX_SIM_CLIENTS or top >= 2 * latency * _capacity_of(best, eff):
