@@ -60,7 +60,8 @@ def describe(run: Path, protocol: str, seconds: float) -> dict[str, Any]:
     errors = [
         (
             e["index"], e["predicted_throughput"], e["max_throughput"], _slowdown(run, e["index"]),
-            e.get("paired_prediction_error"), e.get("paired_ratio"), e.get("deployments") or [],
+            e.get("paired_prediction_error"), e.get("paired_ratio"), len(e.get("deployments") or []),
+            e.get("measured_every_deployment"),
         )
         for e in summary["iterations"]
         if e["kept"] and e["predicted_throughput"] and e["max_throughput"]
@@ -152,13 +153,12 @@ def main() -> None:
             f"point, {row['iterations']} iterations in {row['minutes']:.1f} min; {row['run']}",
             flush=True,
         )
-        for index, predicted, measured, slower, paired_error, paired_ratio, deployments in row["predictions"]:
+        for index, predicted, measured, slower, paired_error, paired_ratio, deployments, every_mean in row["predictions"]:
             speed = "" if slower is None else f"; machine {slower:.2f}x as slow as when calibrated"
             paired = "" if paired_error is None else f"; paired check {paired_ratio:.2f}x, prediction {paired_error:+.0%}"
             every = ""
-            if len(deployments) > 1:
-                mean = sum(deployments) / len(deployments)
-                every = f"; every deployment ({len(deployments)}) {mean:,.0f}, prediction {predicted / mean - 1:+.0%}"
+            if deployments > 1 and every_mean:
+                every = f"; every deployment ({deployments}) {every_mean:,.0f}, prediction {predicted / every_mean - 1:+.0%}"
             print(
                 f"    iteration {index}: predicted {predicted:,.0f}, measured {measured:,.0f} "
                 f"({predicted / measured - 1:+.0%}{speed}){paired}{every}"

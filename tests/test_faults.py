@@ -29,10 +29,11 @@ from network_harness import (
 )
 
 from hydrodeploy.bench.experiment import Bench
-from hydrodeploy.bench.measure import STOLEN, STOLEN_REMEASURES
+from hydrodeploy.bench.measure import STOLEN_REMEASURES, Point, counted, stolen
 from hydrodeploy.bench.workload import ClientsSpec
 from hydrodeploy.deploy import ProcessFailure
 from hydrodeploy.deploy.local import LocalCluster, clean_stale
+from hydrodeploy.report.load import load_points
 
 pytestmark = pytest.mark.e2e
 
@@ -82,12 +83,6 @@ def logs(tmp: Path) -> Path:
 def started(tmp: Path, node: str) -> bool:
     log = logs(tmp) / f"{node.replace('/', '-')}.log"
     return log.exists() and f"{node}: started" in log.read_text()
-
-
-def counted_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """As :func:`hydrodeploy.bench.measure.counted`: the rows of one client count the hypervisor
-    took at most STOLEN of the CPU in, or all of them when there is none such."""
-    return [r for r in rows if not float(r["host_steal"]) > STOLEN] or rows
 
 
 def measured_rows(tmp: Path) -> list[dict[str, str]]:
@@ -218,16 +213,17 @@ def test_quick_run_of_the_shipped_voting_workload(tmp_path: Path) -> None:
     assert it["index"] == 0 and it["machines"] == 4 and it["kept"] is True
     assert it["predicted_throughput"] is None and it["rewrite"] is None
     assert it["max_throughput"] > 0 and 0 < it["p50_ms"] <= it["p99_ms"]
-    rows = measured_rows(tmp_path)
-    counts = [int(r["clients"]) for r in rows]
+    points = load_points(run, 0)
+    assert len(measured_rows(tmp_path)) == len(points)
+    counts = [p.clients for p in points]
     # a window the hypervisor took more than STOLEN of is measured again at once, a few times at most
-    again = [i for i in range(1, len(rows)) if counts[i] == counts[i - 1]]
+    again = [i for i in range(1, len(points)) if counts[i] == counts[i - 1]]
     assert [c for i, c in enumerate(counts) if i not in again] == [1, 4, 16, 48]
-    assert len(again) <= STOLEN_REMEASURES and all(float(rows[i - 1]["host_steal"]) > STOLEN for i in again)
-    by_count: dict[int, list[dict[str, str]]] = {}
-    for row in rows:
-        by_count.setdefault(int(row["clients"]), []).append(row)
-    means = [statistics.fmean(float(r["throughput"]) for r in counted_rows(group)) for group in by_count.values()]
+    assert len(again) <= STOLEN_REMEASURES and all(stolen(points[i - 1]) for i in again)
+    by_count: dict[int, list[Point]] = {}
+    for point in points:
+        by_count.setdefault(point.clients, []).append(point)
+    means = [statistics.fmean(p.throughput for p in counted(group)) for group in by_count.values()]
     assert max(means) == pytest.approx(it["max_throughput"], abs=0.1)
     assert (run / "throughput_latency.png").read_bytes().startswith(b"\x89PNG")
     assert (run / "spec.yaml").exists() and (run / "iterations" / "00" / "program.ded").exists()

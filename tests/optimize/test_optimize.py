@@ -554,6 +554,7 @@ def test_a_run_that_collapsed_does_not_move_the_load_s_capacity() -> None:
     assert point in steady
     assert _capacity_of(point, quotas) == pytest.approx(1950.0 / 0.9)  # the middle of 200, 1900, 1950, 2000, 2100
 
+
 def test_a_prediction_simulates_more_clients_while_the_capacity_still_rises_below_the_measured_latency() -> None:
     """A node at its quota takes larger batches as requests queue, and its CPU per request falls
     (here: a millisecond per tick). The guess of 4 clients is too few: with the latency the
