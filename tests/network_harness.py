@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 
 from hydrodeploy.bench.experiment import Bench
-from hydrodeploy.bench.measure import Point
+from hydrodeploy.bench.measure import STOLEN_REMEASURES, Point, stolen
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy.local import LocalCluster
 
@@ -142,3 +142,13 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def swept_counts(points: list[Point]) -> list[int]:
+    """The client counts a sweep measured, in order, each once: a window the hypervisor took more
+    than STOLEN of the CPU in is measured again at once (a few times at most), and those second
+    measurements are checked here and left out."""
+    counts = [p.clients for p in points]
+    again = [i for i in range(1, len(points)) if counts[i] == counts[i - 1]]
+    assert len(again) <= STOLEN_REMEASURES and all(stolen(points[i - 1]) for i in again), [(p.clients, p.host_steal) for p in points]
+    return [c for i, c in enumerate(counts) if i not in again]

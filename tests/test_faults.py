@@ -24,12 +24,13 @@ from network_harness import (
     cgroup_dirs_of,
     descendants,
     pid_in_log,
+    swept_counts,
     wait_for,
     wait_gone,
 )
 
 from hydrodeploy.bench.experiment import Bench
-from hydrodeploy.bench.measure import STOLEN_REMEASURES, Point, counted, stolen
+from hydrodeploy.bench.measure import Point, counted
 from hydrodeploy.bench.workload import ClientsSpec
 from hydrodeploy.deploy import ProcessFailure
 from hydrodeploy.deploy.local import LocalCluster, clean_stale
@@ -215,11 +216,7 @@ def test_quick_run_of_the_shipped_voting_workload(tmp_path: Path) -> None:
     assert it["max_throughput"] > 0 and 0 < it["p50_ms"] <= it["p99_ms"]
     points = load_points(run, 0)
     assert len(measured_rows(tmp_path)) == len(points)
-    counts = [p.clients for p in points]
-    # a window the hypervisor took more than STOLEN of is measured again at once, a few times at most
-    again = [i for i in range(1, len(points)) if counts[i] == counts[i - 1]]
-    assert [c for i, c in enumerate(counts) if i not in again] == [1, 4, 16, 48]
-    assert len(again) <= STOLEN_REMEASURES and all(stolen(points[i - 1]) for i in again)
+    assert swept_counts(points) == [1, 4, 16, 48]
     by_count: dict[int, list[Point]] = {}
     for point in points:
         by_count.setdefault(point.clients, []).append(point)

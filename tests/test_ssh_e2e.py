@@ -7,7 +7,6 @@ behind; a crashed run is cleaned up by ``hydrodeploy teardown``."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import functools
 import json
 import os
@@ -23,9 +22,9 @@ from typing import Any
 
 import pytest
 import yaml
+from network_harness import swept_counts
 
 from hydrodeploy.bench.experiment import Bench
-from hydrodeploy.bench.measure import STOLEN
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import DeployError, ProcessSpec
 from hydrodeploy.deploy.cluster import RunClusters, load_cluster, open_cluster
@@ -33,6 +32,7 @@ from hydrodeploy.deploy.gcp import GcpCluster, instance_names
 from hydrodeploy.deploy.gcpfile import GcpClusterSpec
 from hydrodeploy.deploy.ssh import HostKeyRefused, SshCluster, SshHost
 from hydrodeploy.deploy.sshfile import SshClusterSpec
+from hydrodeploy.report.load import load_points
 from hydrodeploy.testing.sshd import SshdHost, SshdHosts, unavailable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(unavailable() is not None, reason=f"{unavailable()}")]
@@ -108,13 +108,7 @@ def test_a_quick_voting_run_across_three_ssh_hosts(hosts: SshdHosts, tmp_path: P
     merged = (logs / "hosts.log").read_text().splitlines()
     assert any(line.startswith(f"leader/0@{hosts.hosts[0].address} | ") for line in merged)
     assert any(line.startswith(f"clients/1@{hosts.hosts[2].address} | ") for line in merged)
-    with open(run / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    # the four quick client counts; a window the hypervisor took more than STOLEN of is measured again at once
-    counts = [int(r["clients"]) for r in rows]
-    again = [i for i in range(1, len(rows)) if counts[i] == counts[i - 1]]
-    assert len(rows) - len(again) == 4 and len(set(counts)) == 4
-    assert all(float(rows[i - 1]["host_steal"]) > STOLEN for i in again)
+    assert swept_counts(load_points(run, 0)) == [1, 4, 16, 48]  # the four quick client counts
     # the deployment secret travels on stdin only: no log, no spec, no state file holds config JSON
     for path in [*logs.iterdir(), run / "spec.yaml", run / "cluster.json"]:
         assert '"secret"' not in path.read_text()

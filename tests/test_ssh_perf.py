@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from network_harness import swept_counts
 from test_ssh_e2e import ROOT, run_dirs, settle
 
 from hydrodeploy.bench.experiment import Bench, Observer
@@ -65,7 +66,7 @@ def profiled(hosts: SshdHosts, tmp_path: Path) -> tuple[Measured, dict[str, Any]
 @pytest.mark.skipif(hostagent.perf_problem() is not None, reason=f"{hostagent.perf_problem()}")
 def test_the_bottleneck_is_recorded_with_perf_on_its_ssh_host(hosts: SshdHosts, tmp_path: Path) -> None:
     measured, seen = profiled(hosts, tmp_path)
-    assert len(measured.points) == 2 and all(p.throughput > 0 for p in measured.points)
+    assert swept_counts(measured.points) == [4, 16] and all(p.throughput > 0 for p in measured.points)
     result = measured.perf
     assert result is not None and result.available, result
     assert result.reason == ""
@@ -98,7 +99,7 @@ def test_a_host_without_perf_is_named_and_the_measurements_stand(tmp_path: Path)
         measured, seen = profiled(bare, tmp_path)
         assert settle(bare) == {}
     address = bare.hosts[0].address
-    assert len(measured.points) == 2 and all(p.throughput > 0 for p in measured.points)
+    assert swept_counts(measured.points) == [4, 16] and all(p.throughput > 0 for p in measured.points)
     result = measured.perf
     assert result is not None and not result.available
     assert result.reason == f"host {address}: perf is not installed (Debian: apt-get install linux-perf)"

@@ -332,8 +332,13 @@ def stolen(point: Point) -> bool:
 
 def counted(points: Sequence[Point]) -> list[Point]:
     """The points of one client count that count: those the hypervisor took at most
-    :data:`STOLEN` of the CPU in, or all of them when there is none such."""
-    return [p for p in points if not stolen(p)] or list(points)
+    :data:`STOLEN` of the CPU in or, when there is none such, the one it took least of. (A quick
+    voting sweep whose four windows at one client lost 30-53% of the CPU stopped on the p99 of the
+    window that lost 53%, 229 ms against an SLO of 200; the one that lost 30% had 16 ms.)"""
+    clean = [p for p in points if not stolen(p)]
+    if clean or not points:
+        return clean
+    return [min(points, key=lambda p: p.host_steal)]
 
 
 class StealGuard:
