@@ -61,7 +61,7 @@ def describe(run: Path, protocol: str, seconds: float) -> dict[str, Any]:
         (
             e["index"], e["predicted_throughput"], e["max_throughput"], _slowdown(run, e["index"]),
             e.get("paired_prediction_error"), e.get("paired_ratio"), len(e.get("deployments") or []),
-            e.get("measured_every_deployment"),
+            e.get("measured_every_deployment"), e.get("window_slowdown"), e.get("prediction_error_at_calibration_speed"),
         )
         for e in summary["iterations"]
         if e["kept"] and e["predicted_throughput"] and e["max_throughput"]
@@ -153,8 +153,10 @@ def main() -> None:
             f"point, {row['iterations']} iterations in {row['minutes']:.1f} min; {row['run']}",
             flush=True,
         )
-        for index, predicted, measured, slower, paired_error, paired_ratio, deployments, every_mean in row["predictions"]:
+        for index, predicted, measured, slower, paired_error, paired_ratio, deployments, every_mean, window, at_speed in row["predictions"]:
             speed = "" if slower is None else f"; machine {slower:.2f}x as slow as when calibrated"
+            if window is not None and at_speed is not None:
+                speed += f" (in the peak's window {window:.2f}x: prediction {at_speed:+.0%} at the calibration's speed)"
             paired = "" if paired_error is None else f"; paired check {paired_ratio:.2f}x, prediction {paired_error:+.0%}"
             every = ""
             if deployments > 1 and every_mean:

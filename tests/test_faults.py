@@ -217,6 +217,7 @@ def test_quick_run_of_the_shipped_voting_workload(tmp_path: Path) -> None:
     points = load_points(run, 0)
     assert len(measured_rows(tmp_path)) == len(points)
     assert swept_counts(points) == [1, 4, 16, 48]
+    assert all(p.machine_ms > 0 for p in points)  # the speed meter read every window of the local deployment
     by_count: dict[int, list[Point]] = {}
     for point in points:
         by_count.setdefault(point.clients, []).append(point)

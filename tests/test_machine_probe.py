@@ -1,10 +1,18 @@
-"""The machine-speed probe the loop runs around every deployment, and how its comparison reads."""
+"""The machine-speed probe the loop runs around every deployment, the speed meter that runs
+while a local deployment is measured, and how their comparisons read."""
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
-from hydrodeploy.profile.machine import machine_note, probe, slowdown
+import psutil
+
+from hydrodeploy.profile.machine import SpeedMeter, machine_note, probe, slowdown, window_slowdown
 from hydrodeploy.report.analysis import _chain_blocks
 
 
@@ -41,3 +49,47 @@ def test_the_report_says_how_fast_the_machine_ran_against_the_calibration(tmp_pa
         "the prediction was calibrated." in b
         for b in blocks
     )
+
+
+def test_the_speed_meter_reads_a_window_and_leaves_no_process() -> None:
+    meter = SpeedMeter(gap_s=0.1)
+    started = time.monotonic()
+    meter.start()
+    try:
+        time.sleep(1.5)
+        window = meter.median(started, time.monotonic())
+        assert math.isfinite(window) and window > 0
+        assert math.isnan(meter.median(started - 10, started - 5))  # no sample before it started
+        pid = meter.pid
+        assert pid is not None and psutil.pid_exists(pid)
+    finally:
+        meter.stop()
+    assert meter.pid is None and not psutil.pid_exists(pid)
+
+
+def test_the_speed_meter_ends_when_the_process_that_started_it_dies() -> None:
+    # a parent that starts a meter, prints its pid and exits at once, never stopping it
+    script = textwrap.dedent(
+        """
+        import os, time
+        from hydrodeploy.profile.machine import SpeedMeter
+        meter = SpeedMeter(gap_s=0.05)
+        meter.start()
+        print(meter.pid, flush=True)
+        time.sleep(0.3)
+        os._exit(0)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    pid = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_window_slowdown_compares_the_meter_in_two_peaks() -> None:
+    assert window_slowdown({"machine_ms": 6.0}, {"machine_ms": 4.0}) == 1.5
+    assert window_slowdown({"machine_ms": math.nan}, {"machine_ms": 4.0}) is None
+    assert window_slowdown({"machine_ms": 6.0}, {}) is None  # a peak measured before the meter was
+    assert window_slowdown({"machine_ms": 6.0}, None) is None

@@ -13,7 +13,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from hydrodeploy.bench.measure import (
 from hydrodeploy.bench.workload import ClientsSpec, WindowsSpec
 from hydrodeploy.deploy import Cluster, Deployment, Member, python_module
 from hydrodeploy.language import ir, load_program
+from hydrodeploy.profile.machine import SpeedMeter
 from hydrodeploy.runtime.node import NodeSpec
 from hydrodeploy.runtime.topology import Topology, client_process_name
 from hydrodeploy.simulate.clients import ClientProtocol
@@ -144,6 +145,7 @@ class Bench:
         engine: str | None = None,
         topology: Topology | None = None,
         seed: int = 0,
+        speed_meter: bool = False,
     ) -> None:
         self.program_path = str(Path(program_path).resolve())
         self.program: ir.Program = load_program(self.program_path)
@@ -180,12 +182,16 @@ class Bench:
         # called with "start" and "end" when a point's measurement window starts and ends
         # (profilers sample their own counters there)
         self.window_hooks: list[Callable[[str], None]] = []
+        # this machine's speed over every window (:class:`SpeedMeter`), on a local cluster
+        self.meter = SpeedMeter() if speed_meter else None
 
     @property
     def machines(self) -> int:
         return len(self.deployment.nodes())
 
     async def start(self) -> None:
+        if self.meter is not None:
+            self.meter.start()
         await self.deployment.start()
 
     async def point(
@@ -231,10 +237,12 @@ class Bench:
             before, throttle_before = await dep.metrics(), dep.limit_stats()
             host_before = cpu_times()
             pinned_before = host_before if pinned is None else cpu_times(pinned)
+            window_start = time.monotonic()
             await dep.guard(asyncio.sleep(max(0.0, mono_start + windows.warmup_s + windows.measure_s - loop.time())))
             after, throttle_after = await dep.metrics(), dep.limit_stats()
             host_after = cpu_times()
             pinned_after = host_after if pinned is None else cpu_times(pinned)
+            window_end = time.monotonic()
             for hook in self.window_hooks:
                 hook("end")
             raw = await dep.guard(results)
@@ -249,6 +257,8 @@ class Bench:
         # a point is host-saturated when the CPUs its processes run on are (all of them, or the
         # ones the local cluster pinned them to); the cost model counts the whole machine
         point = summarize(index, clients, repeat, raw, usage, host_busy(pinned_before, pinned_after), host_steal(host_before, host_after))
+        if self.meter is not None:
+            point = replace(point, machine_ms=self.meter.median(window_start, window_end))
         return point, raw
 
     async def _loads(self, loads: Sequence[tuple[str, dict[str, Any]]], seconds: float) -> list[dict[str, Any]]:
@@ -262,10 +272,20 @@ class Bench:
 
     async def stop(self) -> dict[str, dict[str, Any]]:
         """Stop gracefully; the nodes' final counters."""
-        return await self.deployment.stop()
+        try:
+            return await self.deployment.stop()
+        finally:
+            self._stop_meter()
 
     def close(self) -> None:
-        self.deployment.close()
+        try:
+            self.deployment.close()
+        finally:
+            self._stop_meter()
+
+    def _stop_meter(self) -> None:
+        if self.meter is not None:
+            self.meter.stop()
 
 
 async def sweep_counts(

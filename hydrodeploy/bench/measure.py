@@ -89,6 +89,7 @@ class Point:
     nodes: list[NodeUsage] = field(default_factory=list)
     histogram: bytes = b""
     host_steal: float = math.nan  # share of this machine's CPU time the hypervisor gave to other guests
+    machine_ms: float = math.nan  # this machine's speed over the window (:class:`~hydrodeploy.profile.machine.SpeedMeter`; higher: slower)
 
     @property
     def host_saturated(self) -> bool:
@@ -124,13 +125,14 @@ class Point:
             "bottleneck": neck.address if neck else "",
             "bottleneck_cpu": round(neck.cpu, 3) if neck else "",
             "host_steal": round(self.host_steal, 3),
+            "machine_ms": round(self.machine_ms, 3),
         }
 
 
 CSV_COLUMNS = (
     "point", "clients", "repeat", "throughput", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "mean_ms",
     "completed", "sent", "retries", "duplicates", "cv", "client_cpu", "little_ratio", "unstable",
-    "client_bound", "host_cpu", "bottleneck", "bottleneck_cpu", "host_steal",
+    "client_bound", "host_cpu", "bottleneck", "bottleneck_cpu", "host_steal", "machine_ms",
 )
 
 
@@ -397,6 +399,7 @@ def measured_peak(top: Peak) -> dict[str, Any]:
         "host_cpu": point.host_cpu,
         "host_saturated": point.host_saturated,
         "host_steal": point.host_steal,
+        "machine_ms": point.machine_ms,
     }
 
 

@@ -150,6 +150,7 @@ def run_workload(args: argparse.Namespace) -> int:
             durable_dir=iteration / "durable",
             # partitions written next to a rewritten program (`hydrodeploy rewrite`, `hydrodeploy plan`)
             topology=load_topology(load_program(workload.protocol), workload.protocol),
+            speed_meter=cluster_spec.kind == "local",
         )
         run_dir.write_json(
             "iterations/00/topology.json",

@@ -76,6 +76,7 @@ class Visit:
     error: str = ""  # why the deployment measured nothing (it failed)
     steal: list[float] = field(default_factory=list)  # per window: the host's CPU time the hypervisor took
     fsync_ms: float | None = None  # the median node's mean fsync of its durable log over the deployment (None: none logged)
+    machine_ms: list[float] = field(default_factory=list)  # per window: this machine's speed (Point.machine_ms)
 
     def _stolen(self) -> list[bool]:
         """Per window: whether the hypervisor took more than :data:`STOLEN` of the CPU in it (a
@@ -216,6 +217,7 @@ def visit_from_json(data: Mapping[str, Any]) -> Visit:
         int(data["iteration"]), int(data["clients"]), [float(t) for t in data["throughputs"]],
         [float(p) for p in data["p99_ms"]], str(data.get("error", "")), [float(s) for s in data.get("steal", [])],
         None if data.get("fsync_ms") is None else float(data["fsync_ms"]),
+        [float(m) for m in data.get("machine_ms", [])],
     )  # fmt: skip
 
 

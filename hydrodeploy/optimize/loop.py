@@ -348,7 +348,9 @@ class Analysis:
         topology = Topology.of(program)
         shutil.copyfile(CALIBRATION_PROGRAM, folder / "program.ded")
         cluster = self.clusters.deployment()
-        bench = Bench(folder / "program.ded", cluster, folder / "logs", self.workload.clients.processes, topology=topology)
+        bench = Bench(
+            folder / "program.ded", cluster, folder / "logs", self.workload.clients.processes, topology=topology, speed_meter=self.local
+        )
 
         def keep(point: Point, profile: WindowProfile) -> None:
             self.run_dir.write_json(f"calibration/profiles/{point.index:03d}.json", profile.to_json())
@@ -424,6 +426,12 @@ class Analysis:
             slower = machine.slowdown(it.machine_ms, parent.machine_ms) if parent else None
             it.measured["machine_slowdown"] = slower
             speed = "" if slower is None or parent is None else f"; {machine.machine_note(slower, parent.index)}"
+            in_window = machine.window_slowdown(it.measured, parent.measured if parent else None)
+            it.measured["window_slowdown"] = in_window
+            if in_window is not None and top.throughput > 0:
+                # what the peak would have measured at the speed the prediction was calibrated at,
+                # had the throughput followed the machine's speed: a diagnosis, not the verdict
+                it.measured["prediction_error_at_calibration_speed"] = it.prediction.throughput / (top.throughput * in_window) - 1
         self._save(it)
         paired = "" if it.paired is None else f"; {it.paired.describe(it.index)}"
         self.observer.note(f"iteration {it.index}: {top.describe()}{paired}; {it.reason}{speed}")
@@ -497,7 +505,7 @@ class Analysis:
         program = self.run_dir.iteration(it.index) / "program.ded"
         bench = Bench(
             program, self.clusters.deployment(), folder / "logs", self.workload.clients.processes,
-            durable_dir=folder / "durable", topology=topology,
+            durable_dir=folder / "durable", topology=topology, speed_meter=self.local,
         )  # fmt: skip
         visit = Visit(it.index, clients, [], [])
         try:
@@ -511,6 +519,7 @@ class Analysis:
                 visit.throughputs.append(point.throughput)
                 visit.p99_ms.append(point.p99_ms)
                 visit.steal.append(point.host_steal)
+                visit.machine_ms.append(point.machine_ms)
             if bench.deployment.failure is None:
                 final = await asyncio.shield(bench.stop())
                 # every node's counters (rule firings: an election, say), for reading a window that stalled
@@ -562,8 +571,9 @@ class Analysis:
         for warning in cluster.warnings:
             self.observer.warning(warning)
         bench = Bench(
-            path, cluster, folder / "logs", self.workload.clients.processes, durable_dir=folder / "durable", topology=topology
-        )
+            path, cluster, folder / "logs", self.workload.clients.processes, durable_dir=folder / "durable", topology=topology,
+            speed_meter=self.local,
+        )  # fmt: skip
 
         def keep(point: Point, profile: WindowProfile) -> None:
             self.run_dir.add_result(it.index, point)

@@ -142,6 +142,9 @@ def summary(run: Path) -> dict[str, Any]:
                 # its sweep's maximum and every fresh deployment of it (:func:`fresh_deployments`)
                 "deployments": [round(x, 1) for x in every],
                 "measured_every_deployment": round(statistics.fmean(every), 1) if every else None,
+                # this machine's speed in the peak's window over the calibration's (the speed meter)
+                "window_slowdown": _rounded(measured.get("window_slowdown"), 3),
+                "prediction_error_at_calibration_speed": _rounded(measured.get("prediction_error_at_calibration_speed"), 3),
                 "rewrite": _rewrite(it, by_index),
                 "kept": it.get("kept"),
                 "status": it.get("status"),
@@ -411,7 +414,11 @@ def _sections(run: Path) -> list[tuple[str, list[Any]]]:
             "after the one it was calibrated on. \"every deployment\" is the mean of every measurement of the "
             "configuration in the run: its sweep's maximum and each of its fresh deployments (in paired checks, as "
             "either side, and in the confirmation), how many in brackets; this machine's speed moves by tens of "
-            "percent within minutes, so one measurement is a noisy draw of it."
+            "percent within minutes, so one measurement is a noisy draw of it. \"machine, peak / calibration\" is "
+            "the speed meter's reading (the CPU time of a fixed piece of work, sampled twice a second while a window "
+            "is measured) in the window of the peak over the window the prediction was calibrated on: 1.5x means "
+            "the machine ran 1.5 times slower. \"error at calibration speed\" compares the prediction with the peak "
+            "scaled by it, as if throughput followed the machine's speed: a diagnosis of the model, not a measurement."
         )
     rows = [
         [
@@ -422,6 +429,8 @@ def _sections(run: Path) -> list[tuple[str, list[Any]]]:
             "-" if len(e["deployments"]) < 2 else f"{_fmt(e['measured_every_deployment'])} ({len(e['deployments'])})",
             "-" if len(e["deployments"]) < 2 or not e["predicted_throughput"]
             else f"{e['predicted_throughput'] / e['measured_every_deployment'] - 1:+.0%}",
+            "-" if e.get("window_slowdown") is None else f"{e['window_slowdown']:.2f}x",
+            "-" if e.get("prediction_error_at_calibration_speed") is None else f"{e['prediction_error_at_calibration_speed']:+.0%}",
             _fmt(e["p50_ms"], ".1f"), _fmt(e["p99_ms"], ".1f"), {True: "kept", False: "rolled back", None: "-"}[e["kept"]],
             e["rewrite"] or "base program",
         ]
@@ -429,7 +438,8 @@ def _sections(run: Path) -> list[tuple[str, list[Any]]]:
     ]  # fmt: skip
     header = [
         "#", "machines", "max req/s", "predicted", "error, sweeps", "paired ratio", "error, paired",
-        "every deployment req/s (n)", "error, every deployment", "p50 ms", "p99 ms", "outcome", "rewrite",
+        "every deployment req/s (n)", "error, every deployment", "machine, peak / calibration", "error at calibration speed",
+        "p50 ms", "p99 ms", "outcome", "rewrite",
     ]  # fmt: skip
     intro.append(("table", header, rows))
     out.append(("Summary", intro))

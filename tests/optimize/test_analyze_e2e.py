@@ -83,6 +83,14 @@ def test_the_loop_measures_the_base_program_and_a_rewrite_it_chose(analyzed: Pat
     assert len(base_it["machine_ms"]) == 2 and all(ms > 0 for ms in base_it["machine_ms"])
     if it["status"] == "measured":
         assert it["measured"]["machine_slowdown"] > 0
+        # and metered while every window was measured: the peak's window against the calibration's
+        slower = it["measured"]["machine_ms"] / base_it["measured"]["machine_ms"]
+        assert it["measured"]["window_slowdown"] == pytest.approx(slower)
+        measured = it["measured"]["max_throughput"]
+        assert it["measured"]["prediction_error_at_calibration_speed"] == pytest.approx(
+            it["prediction"]["throughput"] / (measured * slower) - 1
+        )
+    assert all(p.machine_ms > 0 for p in load_points(analyzed, 0))
     profiles = sorted((analyzed / "iterations" / "00" / "profiles").glob("*.json"))
     assert profiles and all(json.loads(p.read_text())["nodes"] for p in profiles)
     assert (analyzed / "calibration" / "profiles").is_dir()
@@ -160,6 +168,8 @@ def test_the_rewrite_is_kept_or_rolled_back_on_a_paired_check_against_its_parent
         assert entry["deployments"] == [round(x, 1) for x in expected]
         assert entry["measured_every_deployment"] == pytest.approx(sum(expected) / len(expected), abs=0.1)
     assert "| error, every deployment |" in report
+    assert "| machine, peak / calibration | error at calibration speed |" in report
+    assert all(v.machine_ms and all(ms > 0 for ms in v.machine_ms) for v in fresh)
     for n in range(3):
         folder = analyzed / "iterations" / "01" / "paired" / f"{n:02d}"
         assert (folder / "logs").is_dir()
