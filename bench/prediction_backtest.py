@@ -56,6 +56,7 @@ from typing import Any
 
 import yaml
 
+from hydrodeploy.bench.workload import WorkloadSpec
 from hydrodeploy.deploy.local import cfs_period_s
 from hydrodeploy.language import ir, load_source, print_program
 from hydrodeploy.optimize import costmodel, perfsim
@@ -245,6 +246,7 @@ def refit(run: Path, base: ir.Program, parent: Mapping[str, Any], before: int, s
     return calibrate(
         program, topology, _quotas(topology, quota), period_s, best, profiles, _history(run, base, before), base.path,
         host, timeout, measured_from=f"iteration {parent['index']}, point {best_point} (refit)",
+        max_clients=max(WorkloadSpec.model_validate(spec["workload"]).analyze_sweep().counts()),
     )  # fmt: skip
 
 
@@ -255,7 +257,7 @@ def _around(decision: Mapping[str, Any], calibration: Calibration, parent_throug
     for s in decision.get("structures", ()):
         if s.get("description") == chosen and s.get("placement"):
             gain = float(s["placement"].get("throughput") or 0.0) / max(parent_throughput, 1e-9)
-            return _scaled_clients(calibration.clients, gain)
+            return _scaled_clients(calibration.clients, gain, calibration.max_clients)
     return calibration.clients
 
 

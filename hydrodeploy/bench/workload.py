@@ -192,6 +192,13 @@ class WorkloadSpec(_Strict):
             return self.quick.windows, list(self.quick.clients), 1
         return self.windows, self.sweep.counts(), self.sweep.repeats
 
+    def analyze_sweep(self) -> SweepSpec:
+        """The sweep ``hydrodeploy analyze`` measures: the workload's, as far as
+        ``analyze.max_clients`` when that is set (and the sweep lists no counts)."""
+        if self.analyze.max_clients is not None and self.sweep.clients is None:
+            return self.sweep.model_copy(update={"max_clients": self.analyze.max_clients})
+        return self.sweep
+
 
 def load_workload(path: str | Path) -> WorkloadSpec:
     context: dict[str, Any] = {"base": Path(path).resolve().parent}

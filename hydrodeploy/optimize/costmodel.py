@@ -71,7 +71,7 @@ SIM_SEEDS = 3  # simulations per load screening a candidate
 PREDICT_SEEDS = 9  # per load of a prediction that is recorded or planned on, and of the measured configuration
 SIM_LOADS = (0.25, 0.5, 1.0, 2.0)  # simulated loads, relative to the measured best point's clients
 MORE_LOADS = 3  # doublings of the client count past SIM_LOADS while the capacity still rises (:func:`load_point`)
-MAX_SIM_CLIENTS = 2048  # beyond this many clients the simulated closed loop moves in convoys
+MAX_SIM_CLIENTS = 8192  # the most clients any prediction simulates (its simulation time grows with them)
 PEAK_SHARE = 0.7  # points within this share of the best one measure rules near the peak
 SIM_WARMUP_S = 0.3
 SIM_MEASURE_S = 0.6
@@ -152,6 +152,9 @@ class Calibration:
     host_cores: float | None  # cores of this machine the deployment may use (None: not local)
     base_file: str | None  # the base program (rule identities refer to it)
     measured_from: str = ""
+    # the most clients a prediction simulates: as many as the sweeps measure (a configuration
+    # whose cluster peaks there is predicted there), at most MAX_SIM_CLIENTS
+    max_clients: int = 2048
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -358,10 +361,12 @@ def calibrate(
     host_cores: float | None,
     timeout_ms: float | None = None,
     measured_from: str = "",
+    max_clients: int = 2048,
 ) -> Calibration:
     """Calibrate on the measured configuration (``program`` on ``topology``): ``best`` is its
     best point's profile, ``current`` all of its points'; the runtime's costs and the rules
-    never run in it are fitted on every window of ``history``."""
+    never run in it are fitted on every window of ``history``. Predictions simulate at most
+    ``max_clients`` clients (the most the sweeps measure; :data:`MAX_SIM_CLIENTS` at most)."""
     windows = [p for p, _ in history]
     runtime = fit_runtime(windows)
     names = identities(program, base_file)
@@ -404,7 +409,7 @@ def calibrate(
     client_cost = best.client_cpu / x if not math.isnan(best.client_cpu) else math.nan
     partial = Calibration(
         costs, runtime, period_s, 1.0, math.nan, best.throughput, best.clients, client_cost, host_cores, base_file,
-        measured_from,
+        measured_from, min(MAX_SIM_CLIENTS, max(best.clients, max_clients)),
     )  # fmt: skip
     loaded = load_point(partial, program, topology, quotas, best.clients, timeout_ms, seeds=PREDICT_SEEDS)
     cap = capacity(partial, loaded, quotas)[0]
@@ -510,7 +515,8 @@ def load_point(
         ]
         return _median_run(runs, eff)
 
-    counts = sorted({min(MAX_SIM_CLIENTS, max(4, round(clients * factor))) for factor in loads})
+    most = calibration.max_clients
+    counts = sorted({min(most, max(4, round(clients * factor))) for factor in loads})
     points = [median_at(n) for n in counts]
     best = max(points, key=lambda p: _capacity_of(p, eff))  # the first of equals: the fewest clients
     # the measured configuration's peak latency: the same for the measured configuration's own
@@ -518,9 +524,9 @@ def load_point(
     latency = calibration.clients / max(calibration.throughput, 1e-9)
     for _ in range(MORE_LOADS):
         top = counts[-1]
-        if best.clients != top or top >= MAX_SIM_CLIENTS or top >= 2 * latency * _capacity_of(best, eff):
+        if best.clients != top or top >= most or top >= 2 * latency * _capacity_of(best, eff):
             break
-        counts.append(min(MAX_SIM_CLIENTS, 2 * top))
+        counts.append(min(most, 2 * top))
         point = median_at(counts[-1])
         if _capacity_of(point, eff) > _capacity_of(best, eff):
             best = point

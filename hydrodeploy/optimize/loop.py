@@ -65,7 +65,6 @@ from hydrodeploy.optimize.confirm import (
     ramp_counts,
 )
 from hydrodeploy.optimize.costmodel import (
-    MAX_SIM_CLIENTS,
     SIM_SEEDS,
     Calibration,
     Prediction,
@@ -329,11 +328,12 @@ class Analysis:
 
     # ---- measuring ------------------------------------------------------------------------------
 
+    def max_clients(self) -> int:
+        """The most clients a sweep of this run measures."""
+        return max(self.workload.analyze_sweep().counts())
+
     def _counts(self, hint: int | None) -> list[int]:
-        sweep = self.workload.sweep
-        if self.workload.analyze.max_clients is not None and sweep.clients is None:
-            sweep = sweep.model_copy(update={"max_clients": self.workload.analyze.max_clients})
-        counts = sweep.counts()
+        counts = self.workload.analyze_sweep().counts()
         if hint:
             low = max(1, hint // 4)
             counts = [n for n in counts if n >= low] or counts[-1:]
@@ -632,7 +632,7 @@ class Analysis:
         timeout = self.workload.clients.timeout_ms
         calibration = calibrate(
             program, topology, self.quotas(topology), self.period_s, best, profiles, self.history(), self.base_path,
-            host, timeout, measured_from=f"iteration {current.index}, point {best_point}",
+            host, timeout, measured_from=f"iteration {current.index}, point {best_point}", max_clients=self.max_clients(),
         )  # fmt: skip
         candidates = find_candidates(self.base, current.config, neck.component)
         kept: list[tuple[DecouplingOption, float]] = []
@@ -673,7 +673,9 @@ class Analysis:
         for entry in [*ranked[:TOP_PREDICTED], *again]:
             prog, topo = derive(self.base, entry["config"])
             # a faster configuration peaks at more clients (Little's law, latency alike): load it so
-            entry["around"] = _scaled_clients(calibration.clients, entry["placement"].throughput / max(current.max_throughput, 1e-9))
+            entry["around"] = _scaled_clients(
+                calibration.clients, entry["placement"].throughput / max(current.max_throughput, 1e-9), calibration.max_clients
+            )
             entry["prediction"] = predict(
                 calibration, prog, topo, self.quotas(topo), around=entry["around"], timeout_ms=timeout, seeds=SIM_SEEDS
             )
@@ -806,9 +808,9 @@ class Analysis:
         return out
 
 
-def _scaled_clients(clients: int, gain: float) -> int:
-    """The client count to simulate a configuration expected to be ``gain`` times as fast at."""
-    return int(min(MAX_SIM_CLIENTS, max(8, clients * max(1.0, gain))))
+def _scaled_clients(clients: int, gain: float, most: int) -> int:
+    """The client count to simulate a configuration expected to be ``gain`` times as fast at (at most ``most``)."""
+    return int(min(most, max(8, clients * max(1.0, gain))))
 
 
 def predicted_gain(prediction: Prediction, calibration: Calibration) -> float | None:

@@ -221,6 +221,7 @@ def _calibration(run: _Run) -> tuple[Calibration, dict[str, Any], WindowProfile]
     calibration = calibrate(
         program, topology, quotas, period, best, profiles, history, run.base.path, host,
         run.workload.clients.timeout_ms, measured_from=f"iteration {final['index']}, point {best.point}",
+        max_clients=max(run.workload.analyze_sweep().counts()),
     )  # fmt: skip
     return calibration, final, best
 
