@@ -119,7 +119,8 @@ def test_interrupt_stops_everything_and_keeps_measured_points(tmp_path: Path, si
     try:
         wait_for(lambda: (tmp_path / "reports" / "latest").exists() and len(measured_rows(tmp_path)) >= 1, what="a point")
         children = descendants(proc.pid)
-        assert len(children) == 6  # 4 nodes, 2 client processes
+        assert len(children) == 7  # 4 nodes, 2 client processes, the speed meter
+        assert sum("hydrodeploy.profile.machine" in " ".join(c.cmdline()) for c in children) == 1
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=NO_HANG_S)
     finally:
@@ -140,7 +141,7 @@ def test_killed_orchestrator_takes_every_process_with_it(tmp_path: Path) -> None
     proc = start_run(tmp_path, workload(tmp_path, [4], measure_s=30.0, cluster="local.yaml"))
     try:
         wait_for(lambda: (tmp_path / "reports" / "latest").exists() and started(tmp_path, "leader/0"), what="the leader")
-        wait_for(lambda: len(descendants(proc.pid)) == 6, what="every process")
+        wait_for(lambda: len(descendants(proc.pid)) == 7, what="every process")  # and the speed meter, which ends with it
         children = descendants(proc.pid)
         proc.kill()
         proc.communicate(timeout=NO_HANG_S)

@@ -221,9 +221,11 @@ def test_a_window_the_hypervisor_took_most_of_does_not_end_the_sweep_on_its_late
     """A quick voting sweep on SSH hosts (CI, 22 November): every window at 1 client lost 30-53% of
     the CPU to the hypervisor, and the one that lost 53% had a p99 of 229 ms against an SLO of 200.
     The window it took least of stands for the count, and the sweep goes on."""
-    curve: dict[int, float | list[float]] = {1: [608.0, 75.0, 317.5, 567.5], 4: 2000.0, 16: 5000.0, 48: 7000.0}
-    p99: dict[int, float | list[float]] = {1: [15.9, 229.1, 42.8, 10.4]}
-    bench = _ScriptedCurve(curve, p99_ms=p99, steal={1: [0.297, 0.533, 0.38, 0.317]})
+    curve: dict[int, float | list[float]] = {1: [608.0, 75.0, 317.5, 567.5], 4: 214.0, 16: 5000.0, 48: 7000.0}
+    # and once the budget of windows measured again is spent, a count's only window, stolen with a
+    # p99 of 507 ms (CI, 22 November), does not end it either
+    p99: dict[int, float | list[float]] = {1: [15.9, 229.1, 42.8, 10.4], 4: 506.6}
+    bench = _ScriptedCurve(curve, p99_ms=p99, steal={1: [0.297, 0.533, 0.38, 0.317], 4: [0.644]})
     result = _sweep(bench, [1, 4, 16, 48], refine=0, slo=200.0)
     assert bench.measured == [1, 1, 1, 1, 4, 16, 48]
     low = peak([p for p in result.points if p.clients == 1], 200.0)
