@@ -332,15 +332,21 @@ def stolen(point: Point) -> bool:
     return point.host_steal > STOLEN
 
 
-def counted(points: Sequence[Point]) -> list[Point]:
-    """The points of one client count that count: those the hypervisor took at most
-    :data:`STOLEN` of the CPU in or, when there is none such, the one it took least of. (A quick
-    voting sweep whose four windows at one client lost 30-53% of the CPU stopped on the p99 of the
-    window that lost 53%, 229 ms against an SLO of 200; the one that lost 30% had 16 ms.)"""
-    clean = [p for p in points if not stolen(p)]
-    if clean or not points:
+def counted_windows(steal: Sequence[float]) -> list[int]:
+    """Which of one client count's windows count, given the hypervisor's share of the CPU in each
+    (nan: not recorded, which counts): those it took at most :data:`STOLEN` of or, when there is
+    none such, the one it took least of. (A quick voting sweep whose four windows at one client
+    lost 30-53% of the CPU stopped on the p99 of the window that lost 53%, 229 ms against an SLO of
+    200; the one that lost 30% had 16 ms.)"""
+    clean = [i for i, share in enumerate(steal) if not share > STOLEN]
+    if clean or not steal:
         return clean
-    return [min(points, key=lambda p: p.host_steal)]
+    return [min(range(len(steal)), key=lambda i: steal[i])]
+
+
+def counted(points: Sequence[Point]) -> list[Point]:
+    """The points of one client count that count (:func:`counted_windows`)."""
+    return [points[i] for i in counted_windows([p.host_steal for p in points])]
 
 
 class StealGuard:

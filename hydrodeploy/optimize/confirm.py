@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hydrodeploy.bench.measure import STEAL_NOTICEABLE, STOLEN, Point, counted
+from hydrodeploy.bench.measure import STEAL_NOTICEABLE, STOLEN, Point, counted, counted_windows
 from hydrodeploy.bench.workload import WindowsSpec
 
 CONFIRMATION_FILE = "confirmation.json"
@@ -78,23 +78,20 @@ class Visit:
     fsync_ms: float | None = None  # the median node's mean fsync of its durable log over the deployment (None: none logged)
     machine_ms: list[float] = field(default_factory=list)  # per window: this machine's speed (Point.machine_ms)
 
+    def _steal(self) -> list[float]:
+        """Per window: the hypervisor's share of the CPU in it (nan: not recorded)."""
+        steal = self.steal + [math.nan] * (len(self.throughputs) - len(self.steal))
+        return steal[: len(self.throughputs)]
+
     def _stolen(self) -> list[bool]:
         """Per window: whether the hypervisor took more than :data:`STOLEN` of the CPU in it (a
         window without a record of it is not)."""
-        steal = self.steal + [math.nan] * (len(self.throughputs) - len(self.steal))
-        return [s > STOLEN for s in steal[: len(self.throughputs)]]
+        return [s > STOLEN for s in self._steal()]
 
     @property
     def counted(self) -> list[float]:
-        """The windows that count: those the hypervisor took at most :data:`STOLEN` of the CPU
-        in or, when there is none such, the one it took least of (as in a sweep:
-        :func:`~hydrodeploy.bench.measure.counted`)."""
-        flags = self._stolen()
-        kept = [t for t, stolen in zip(self.throughputs, flags, strict=True) if not stolen]
-        if kept or not self.throughputs:
-            return kept
-        least = min(range(len(self.throughputs)), key=lambda i: self.steal[i])
-        return [self.throughputs[least]]
+        """The windows that count, as in a sweep (:func:`~hydrodeploy.bench.measure.counted_windows`)."""
+        return [self.throughputs[i] for i in counted_windows(self._steal())]
 
     @property
     def not_counted(self) -> int:
