@@ -54,7 +54,8 @@ class NodeProfile:
     fsyncs_per_s: float = 0.0
     fsync_wall_per_s: float = 0.0  # seconds spent waiting in fsync per second
     throttled_s: float = 0.0  # seconds throttled by the quota during the window
-    parts: Mapping[str, float] = field(default_factory=dict)  # tick CPU: evaluate, log, send (cores)
+    # CPU of the node's parts (cores): evaluate, log, send (of its ticks), receive (what arrived)
+    parts: Mapping[str, float] = field(default_factory=dict)
     cpu_sampled: float = math.nan  # cores, sampled from outside with psutil (nan: not sampled)
 
     @property
@@ -101,13 +102,19 @@ class NodeProfile:
         evaluate = self.parts.get("evaluate", 0.0)
         log = self.parts.get("log", 0.0)
         send = self.parts.get("send", 0.0)
-        return {
+        out = {
             "rules": rules,
             "evaluator bookkeeping": max(0.0, evaluate - rules),
             "durable log": log,
             "encode + send": send,
-            "receive + decode + event loop": max(0.0, self.cpu - evaluate - log - send),
         }
+        if "receive" not in self.parts:  # recorded before receiving was timed apart
+            out["receive + decode + event loop"] = max(0.0, self.cpu - evaluate - log - send)
+            return out
+        receive = self.parts["receive"]
+        out["receive + decode"] = receive
+        out["event loop + socket reads"] = max(0.0, self.cpu - evaluate - log - send - receive)
+        return out
 
 
 @dataclass(frozen=True)

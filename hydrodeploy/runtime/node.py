@@ -374,7 +374,7 @@ class Node:
             "cpu": time.process_time(),
             "ticks": self.ticks,
             "tick_ns": self.tick_ns,
-            "tick_cpu_ns": dict(self.cpu_ns),
+            "tick_cpu_ns": {**self.cpu_ns, "receive": self.transport.receive_cpu_ns},
             "facts_in": self.facts_in,
             "rules": self.engine.rule_metrics(),
             "channels": self.transport.channels.snapshot(),

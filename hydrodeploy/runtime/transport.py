@@ -125,6 +125,11 @@ class _Incoming(asyncio.Protocol):
             stream.pause_reading()
 
     def data_received(self, data: bytes) -> None:
+        cpu0 = time.thread_time_ns()
+        self._receive(data)
+        self.owner.receive_cpu_ns += time.thread_time_ns() - cpu0
+
+    def _receive(self, data: bytes) -> None:
         for frame in self.decoder.feed(data):
             if frame.kind == codec.DATA:
                 sender, groups = frame.body
@@ -213,6 +218,9 @@ class Transport:
         self._writable = asyncio.Event()
         self._writable.set()
         self._held: set[_Incoming] = set()  # connections not read until released
+        # CPU time of authenticating, decoding and queueing what arrived (the socket's read and
+        # the event loop's turn around it are not in it)
+        self.receive_cpu_ns = 0
 
     async def listen(self, host: str, port: int = 0) -> Endpoint:
         loop = asyncio.get_running_loop()

@@ -36,6 +36,7 @@ from hydrodeploy.optimize.costmodel import (
     fit_inprocess,
     fit_runtime,
     inprocess_scales,
+    outside_evaluator,
     with_fits,
 )
 from hydrodeploy.optimize.evaluate import StructureCosts
@@ -268,6 +269,27 @@ def test_a_reply_to_a_client_is_fitted_apart_from_a_message_to_a_node() -> None:
     fit = fit_runtime([WindowProfile(0, 1, 1.0, 1.0, 0.5, tuple(nodes))])
     assert fit.reply == pytest.approx(reply, rel=1e-3)
     assert fit.msg_out == pytest.approx(msg_out, rel=1e-3)
+
+
+def test_timed_parts_tell_frame_costs_from_tick_costs_where_the_work_rises_together() -> None:
+    # on every measured node two frames arrive per tick, so all its work together cannot say
+    # whether a frame or a tick costs; the receive and send timings can
+    truth = RuntimeFit(1e-6, 2e-6, 40e-6, 60e-6, 0.0, 0.0, 0.004, frame_in=30e-6)
+    nodes = []
+    for i, (ticks, m_in, m_out) in enumerate([(20, 3000, 1000), (50, 1000, 2500), (80, 2000, 300), (120, 500, 4000), (200, 4000, 2000)]):
+        frames_in, frames_out = 2 * ticks, 2 * ticks
+        receive = truth.msg_in * m_in + truth.frame_in * frames_in
+        send = truth.msg_out * m_out + truth.frame_out * frames_out
+        node = _node(f"n{i}/0", receive + send + truth.tick * ticks + truth.node + 0.01, m_in, m_out, ticks, 0.01, frames_in=frames_in)
+        nodes.append(replace(node, frames_out_per_s=frames_out, parts={"evaluate": 0.01, "receive": receive, "send": send}))
+    fit = fit_runtime([WindowProfile(0, 1, 1.0, 1.0, 0.5, tuple(nodes))])
+    for cost in ("frame_in", "msg_in", "tick", "frame_out", "msg_out", "node"):
+        assert getattr(fit, cost) == pytest.approx(getattr(truth, cost), rel=1e-3), cost
+    # a node that receives nine frames a tick (a decoupled coordinator) is charged what it spends
+    coordinator = replace(_node("c/0", 0.0, 10_000, 10_000, 40, 0.0, frames_in=360), frames_out_per_s=80)
+    spent = truth.msg_in * 10_000 + truth.frame_in * 360 + truth.msg_out * 10_000 + truth.frame_out * 80 + truth.tick * 40 + truth.node
+    assert outside_evaluator(fit, coordinator) == pytest.approx(spent, rel=1e-3)
+    assert fit.rms_error == pytest.approx(0.0, abs=1e-9)
 
 
 def test_the_simulation_charges_each_reply_to_a_client() -> None:
