@@ -9,8 +9,9 @@ throughput of any configuration.
   one client each), per frame sent, per tick,
   per durable log record, per fsync, and a constant per node - fitted by non-negative least
   squares on every node of every point measured so far, busy nodes weighted most
-  (:func:`fit_runtime`): each node's CPU minus what its evaluator spent, against what the node
-  received, sent, logged and ticked;
+  (:func:`fit_runtime`), part by part where the nodes timed their parts: the CPU of receiving
+  against what the node received, of sending against what it sent, and the rest of its CPU
+  outside its evaluator against its ticks, log records and fsyncs;
 - the evaluator's CPU in this process as a function of its work (:func:`fit_inprocess`): every
   rule's seconds per run, per fact in the relations of its positive atoms and per fact derived,
   and the work around the rules per tick, per fact received and per rule run, fitted on the runs
