@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
+from hydrodeploy.bench.measure import STOLEN
 from hydrodeploy.language import ir
 from hydrodeploy.optimize import perfsim
 from hydrodeploy.optimize.config import rule_identity
@@ -386,6 +387,17 @@ def fit_bookkeeping(profiles: Iterable[WindowProfile]) -> tuple[float, float]:
     return tick, fact_in
 
 
+def telling(window: WindowProfile) -> bool:
+    """Whether a window's counters may calibrate costs: something completed in it, and the
+    hypervisor took at most :data:`~hydrodeploy.bench.measure.STOLEN` of this machine's CPU.
+    Time the hypervisor takes is charged to whichever process was running, so a node at its quota
+    seems busy doing nothing: the calibration program's front, at its quota, ticked no more than
+    less than once a second in a window in which 128 requests a second completed, and a voting broadcaster
+    spent 45 ms a second outside its evaluator over one tick in a window in which none did (22
+    November)."""
+    return window.throughput > 0 and not window.host_steal > STOLEN
+
+
 def calibrate(
     program: ir.Program,
     topology: Topology,
@@ -402,12 +414,13 @@ def calibrate(
 ) -> Calibration:
     """Calibrate on the measured configuration (``program`` on ``topology``): ``best`` is its
     best point's profile, ``current`` all of its points'; the runtime's costs and the rules
-    never run in it are fitted on every window of ``history``. Predictions simulate at most
+    never run in it are fitted on every telling window of ``history`` (:func:`telling`). Predictions simulate at most
     ``max_clients`` clients (the most the sweeps measure; :data:`MAX_SIM_CLIENTS` at most)."""
+    history = [(p, n) for p, n in history if telling(p)] or list(history)
     windows = [p for p, _ in history]
     runtime = fit_runtime(windows)
     names = identities(program, base_file)
-    near_peak = [(p, names) for p in current if p.throughput >= PEAK_SHARE * best.throughput] or [(best, names)]
+    near_peak = [(p, names) for p in current if p.throughput >= PEAK_SHARE * best.throughput and telling(p)] or [(best, names)]
     per_fact, per_call = rule_costs(history)
     here_fact, here_call = rule_costs(near_peak)
     per_fact.update(here_fact)

@@ -129,6 +129,7 @@ class WindowProfile:
     nodes: tuple[NodeProfile, ...]
     client_cpu: float = math.nan  # cores used by all client processes together (psutil)
     own_cpu: float = math.nan  # cores used by every process of the deployment and the orchestrator
+    host_steal: float = math.nan  # share of this machine's CPU the hypervisor took in the window (nan: not recorded)
 
     def node(self, address: str) -> NodeProfile:
         for n in self.nodes:
@@ -221,6 +222,7 @@ def window_profile(
     sampled: Mapping[str, float] | None = None,
     client_cpu: float = math.nan,
     own_cpu: float = math.nan,
+    host_steal: float = math.nan,
 ) -> WindowProfile:
     """Every node's profile over a window: ``before``/``after`` are the nodes' ``metrics``;
     ``components`` maps addresses to components; ``sampled`` is psutil's CPU per address."""
@@ -241,4 +243,4 @@ def window_profile(
         nodes.append(node)
         walls.append(float(end["wall"]) - float(start["wall"]))
     wall = sum(walls) / len(walls) if walls else math.nan
-    return WindowProfile(point, clients, throughput, wall, host_busy, tuple(nodes), client_cpu, own_cpu)
+    return WindowProfile(point, clients, throughput, wall, host_busy, tuple(nodes), client_cpu, own_cpu, host_steal)

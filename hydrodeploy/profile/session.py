@@ -174,7 +174,7 @@ async def profiled_sweep(
             profile = window_profile(
                 index, n, point.throughput, window.before, window.after, components, quotas, window.host_busy,
                 window.throttle_before, window.throttle_after, {k: v for k, v in cores.items() if k in components},
-                client_cpu, own,
+                client_cpu, own, point.host_steal,
             )  # fmt: skip
             out.points.append(point)
             out.profiles.append(profile)

@@ -37,6 +37,7 @@ from hydrodeploy.optimize.costmodel import (
     fit_runtime,
     inprocess_scales,
     outside_evaluator,
+    telling,
     with_fits,
 )
 from hydrodeploy.optimize.evaluate import StructureCosts
@@ -290,6 +291,14 @@ def test_timed_parts_tell_frame_costs_from_tick_costs_where_the_work_rises_toget
     spent = truth.msg_in * 10_000 + truth.frame_in * 360 + truth.msg_out * 10_000 + truth.frame_out * 80 + truth.tick * 40 + truth.node
     assert outside_evaluator(fit, coordinator) == pytest.approx(spent, rel=1e-3)
     assert fit.rms_error == pytest.approx(0.0, abs=1e-9)
+
+
+def test_windows_the_hypervisor_took_or_in_which_nothing_completed_do_not_calibrate_costs() -> None:
+    spinning = (_node("front/0", 0.047, 50, 0, 0.4, 0.0),)  # at its quota, ticking less than once a second
+    assert telling(WindowProfile(0, 8, 900.0, 1.0, 0.5, spinning))  # no record of the hypervisor: counts
+    assert telling(WindowProfile(0, 8, 900.0, 1.0, 0.5, spinning, host_steal=0.05))
+    assert not telling(WindowProfile(0, 8, 900.0, 1.0, 0.5, spinning, host_steal=0.4))
+    assert not telling(WindowProfile(0, 8, 0.0, 1.0, 0.5, spinning, host_steal=0.0))
 
 
 def test_the_simulation_charges_each_reply_to_a_client() -> None:
