@@ -57,6 +57,10 @@ class NodeProfile:
     # CPU of the node's parts (cores): evaluate, log, send (of its ticks), receive (what arrived)
     parts: Mapping[str, float] = field(default_factory=dict)
     cpu_sampled: float = math.nan  # cores, sampled from outside with psutil (nan: not sampled)
+    # times a second the node woke from waiting with nothing to do (0 in profiles written before
+    # they were counted): on a virtual machine the work right after a wakeup costs several times
+    # its CPU (`python -m bench.wakeup_cost`)
+    wakeups_per_s: float = 0.0
 
     @property
     def capacity(self) -> float:
@@ -205,6 +209,7 @@ def node_profile(
         throttled_s=throttled_s,
         parts=parts,
         cpu_sampled=cpu_sampled,
+        wakeups_per_s=(end.get("wakeups", 0) - start.get("wakeups", 0)) / wall,
     )
 
 

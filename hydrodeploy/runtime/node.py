@@ -251,6 +251,7 @@ class Node:
         self.fired: set[str] = set()
         self.changed = False
         self.ticks = 0
+        self.wakeups = 0  # times the tick loop waited for something to do
         self.tick_ns = 0
         # CPU time (not wall time: a throttled node is not charged for waiting) of each part of
         # the ticks: evaluating the program, appending the durable log, encoding and sending
@@ -324,6 +325,7 @@ class Node:
             if not (self.inbox or self.client_inbox or self.fired or self.changed):
                 self._wake.clear()
                 await self._wake.wait()
+                self.wakeups += 1
                 continue
             inbox = self._take()
             timers = sorted(self.fired)
@@ -373,6 +375,7 @@ class Node:
             "wall": time.monotonic() - self._t0,
             "cpu": time.process_time(),
             "ticks": self.ticks,
+            "wakeups": self.wakeups,
             "tick_ns": self.tick_ns,
             "tick_cpu_ns": {**self.cpu_ns, "receive": self.transport.receive_cpu_ns},
             "facts_in": self.facts_in,

@@ -85,6 +85,7 @@ def _metrics(wall: float, cpu: float, ticks: int, rules: list[list[Any]], sent: 
         "wall": wall,
         "cpu": cpu,
         "ticks": ticks,
+        "wakeups": ticks // 2,
         "facts_in": ticks * 10,
         "rules": rules,
         "channels": {"sent": sent, "received": received, "frames_sent": ticks * 2},
@@ -101,6 +102,7 @@ def test_node_profile_differences_counters_over_the_window() -> None:
     assert node.cpu == pytest.approx(0.05)
     assert node.saturation == pytest.approx(1.0)
     assert node.ticks_per_s == pytest.approx(100)
+    assert node.wakeups_per_s == pytest.approx(50)
     assert node.rules[0].cpu == pytest.approx(0.01) and node.rules[0].facts_per_s == pytest.approx(300)
     assert node.msgs_out_per_s == pytest.approx(300) and node.msgs_in_per_s == pytest.approx(100)
     assert node.frames_out_per_s == pytest.approx(200)
