@@ -100,6 +100,8 @@ def test_the_loop_measures_the_base_program_and_a_rewrite_it_chose(analyzed: Pat
         assert json.loads(path.read_text())["host_steal"] >= 0, path
         for node in json.loads(path.read_text())["nodes"]:
             assert node["frames_in_per_s"] == 0 or node["parts"]["receive"] > 0, (path, node["address"])
+    # and counts how often it woke from waiting (the work right after a wakeup costs most)
+    assert any(n["wakeups_per_s"] > 0 for path in profiles for n in json.loads(path.read_text())["nodes"])
 
 
 def _knee(run: Path, index: int) -> int:
