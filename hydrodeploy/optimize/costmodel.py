@@ -391,8 +391,8 @@ def telling(window: WindowProfile) -> bool:
     """Whether a window's counters may calibrate costs: something completed in it, and the
     hypervisor took at most :data:`~hydrodeploy.bench.measure.STOLEN` of this machine's CPU.
     Time the hypervisor takes is charged to whichever process was running, so a node at its quota
-    seems busy doing nothing: the calibration program's front, at its quota, ticked no more than
-    less than once a second in a window in which 128 requests a second completed, and a voting broadcaster
+    seems busy doing nothing: the calibration program's front, at its quota, ticked less than
+    once a second in a window in which 128 requests a second completed, and a voting broadcaster
     spent 45 ms a second outside its evaluator over one tick in a window in which none did (22
     November)."""
     return window.throughput > 0 and not window.host_steal > STOLEN
